@@ -1,0 +1,1 @@
+"""droid_bringup: launch files, profiles, terminal chat, replay and latency tools."""

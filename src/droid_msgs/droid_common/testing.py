@@ -1,0 +1,140 @@
+"""Test helpers shared by the droid's test suites (plain Python; no rclpy).
+
+- :class:`PulseAudioServer`: a private PulseAudio daemon with a null sink (and
+  optionally a pipe source fed from the test) so real sounddevice streams run with no
+  sound card. Started and stopped by the test (by PID), on a private unix socket.
+- :func:`free_port`: a free TCP port on 127.0.0.1 for local stand-in servers.
+- :func:`speech`: espeak-ng speech at 16 kHz mono int16, for tests that need real speech.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from droid_common.audio import MIC_RATE, espeak, to_int16_mono
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def speech(text: str, voice: str = 'en-us', rate_wpm: float = 0.0) -> np.ndarray:
+    """espeak-ng speech as 16 kHz mono int16 samples."""
+    samples, rate = espeak(text, voice=voice, rate_wpm=rate_wpm)
+    return to_int16_mono(samples, rate, MIC_RATE)
+
+
+class PulseAudioServer:
+    """A throwaway PulseAudio daemon: null sink ``droid_null`` (its monitor records what is
+    played) and, with ``pipe_source=True``, a 16 kHz mono source ``droid_mic`` fed by
+    :meth:`feed`. Use as a context manager; :attr:`env` holds the variables a client
+    process needs (``PULSE_SERVER``); entering also sets them in ``os.environ``.
+    """
+
+    SINK = 'droid_null'
+    SOURCE = 'droid_mic'
+
+    def __init__(self, pipe_source: bool = False, rate: int = MIC_RATE):
+        self.pipe_source = pipe_source
+        self.rate = rate
+        self._dir = None
+        self._proc = None
+        self._fifo_fd = None
+        self._saved_env = {}
+        self.env = {}
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which('pulseaudio') is not None and shutil.which('pactl') is not None
+
+    def __enter__(self):
+        if not self.available():
+            raise RuntimeError('pulseaudio/pactl not installed (Debian: pulseaudio pulseaudio-utils)')
+        self._dir = tempfile.mkdtemp(prefix='droid-pulse-')
+        sock = os.path.join(self._dir, 'native')
+        args = ['pulseaudio', '--daemonize=no', '--exit-idle-time=-1', '--disallow-exit',
+                '--use-pid-file=no', '--system=no', '-n', '--log-target=stderr',
+                f'--load=module-native-protocol-unix socket={sock} auth-anonymous=1',
+                f'--load=module-null-sink sink_name={self.SINK} rate={self.rate}']
+        if self.pipe_source:
+            fifo = os.path.join(self._dir, 'mic.fifo')
+            args.append(f'--load=module-pipe-source source_name={self.SOURCE} file={fifo} '
+                        f'format=s16le rate={self.rate} channels=1')
+        env = dict(os.environ, XDG_RUNTIME_DIR=self._dir, HOME=self._dir,
+                   PULSE_RUNTIME_PATH=self._dir)
+        self._log = open(os.path.join(self._dir, 'pulse.log'), 'wb')
+        self._proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=self._log,
+                                      start_new_session=True)
+        self.env = {'PULSE_SERVER': f'unix:{sock}', 'PULSE_SINK': self.SINK}
+        if self.pipe_source:
+            self.env['PULSE_SOURCE'] = self.SOURCE
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError('pulseaudio exited: ' + self.log())
+            ok = subprocess.run(['pactl', 'info'], env=dict(os.environ, **self.env),
+                                capture_output=True).returncode == 0
+            if ok:
+                break
+            time.sleep(0.1)
+        else:
+            self.__exit__(None, None, None)
+            raise RuntimeError('pulseaudio did not come up: ' + self.log())
+        if self.pipe_source:
+            # Open the write end non-blocking once the daemon holds the read end.
+            self._fifo_fd = os.open(os.path.join(self._dir, 'mic.fifo'),
+                                    os.O_WRONLY | os.O_NONBLOCK)
+        for k, v in self.env.items():
+            self._saved_env[k] = os.environ.get(k)
+            os.environ[k] = v
+        return self
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Write int16 mono samples into the pipe source (blocking until written)."""
+        data = np.asarray(samples, dtype='<i2').tobytes()
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fifo_fd, view)
+                view = view[n:]
+            except BlockingIOError:
+                time.sleep(0.005)
+
+    def log(self) -> str:
+        try:
+            return Path(self._dir, 'pulse.log').read_text(errors='replace')[-2000:]
+        except OSError:
+            return ''
+
+    def __exit__(self, *exc):
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if self._fifo_fd is not None:
+            os.close(self._fifo_fd)
+            self._fifo_fd = None
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        if getattr(self, '_log', None):
+            self._log.close()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        return False
