@@ -1,0 +1,65 @@
+"""Start the whole droid.
+
+    ros2 launch droid_bringup droid.launch.py                    # real hardware
+    ros2 launch droid_bringup droid.launch.py profile:=mock      # no mic, speaker, serial or key
+    ros2 launch droid_bringup droid.launch.py --show-args        # every argument, described
+
+The node list and parameter layering live in droid_bringup.profiles (plain Python).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, GroupAction, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node, PushRosNamespace, SetParameter
+
+from droid_bringup.profiles import LLM_BACKENDS, PROFILES, STT_BACKENDS, TTS_BACKENDS, plan
+
+ARGUMENTS = [
+    ('profile', 'real',
+     f"Which droid to start: {' | '.join(PROFILES)}. 'real' uses the microphone, speaker, "
+     "serial eyes and API keys when present (and degrades to what works); 'mock' needs none."),
+    ('use_sim_time', 'false',
+     'Use /clock (sim time) in every node, e.g. for rosbag replay: true | false.'),
+    ('params_file', '',
+     'Extra ROS 2 parameter file layered over config/<profile>.yaml (only what it overrides).'),
+    ('namespace', '', 'Namespace for every node and topic of the droid, e.g. r3x.'),
+    ('stt', '', f"Speech-to-text override: {' | '.join(STT_BACKENDS)} (empty = profile's)."),
+    ('llm', '', f"LLM backend override: {' | '.join(LLM_BACKENDS)} (empty = profile's)."),
+    ('tts', '', f"Text-to-speech backend override: {' | '.join(TTS_BACKENDS)} "
+     "(empty = profile's)."),
+    ('eyes_port', '', "Serial port (path or glob) of the eyes Arduino, or 'mock' "
+     "(empty = profile's)."),
+    ('disable', '', 'Comma-separated node names not to start, e.g. microphone,eyes.'),
+    ('log_level', 'info', 'Log level of every node: debug | info | warn | error.'),
+]
+
+
+def _nodes(context):
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    config_dir = os.path.join(get_package_share_directory('droid_bringup'), 'config')
+    specs = plan(get('profile'), config_dir, params_file=get('params_file'), stt=get('stt'),
+                 llm=get('llm'), tts=get('tts'), eyes_port=get('eyes_port'),
+                 disable=get('disable'))
+    actions = [LogInfo(msg=f"droid profile '{get('profile')}': "
+                       + ', '.join(f'{s.name}={s.package}/{s.executable}' for s in specs))]
+    for spec in specs:
+        actions.append(Node(
+            package=spec.package, executable=spec.executable, name=spec.name,
+            parameters=[spec.parameters] if spec.parameters else [],
+            respawn=spec.respawn, respawn_delay=2.0, output='screen', emulate_tty=True,
+            arguments=['--ros-args', '--log-level', get('log_level')]))
+    return actions
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, default, description in ARGUMENTS]
+    droid = GroupAction([
+        PushRosNamespace(LaunchConfiguration('namespace')),
+        SetParameter(name='use_sim_time', value=LaunchConfiguration('use_sim_time')),
+        OpaqueFunction(function=_nodes),
+    ])
+    return LaunchDescription(declared + [droid])
