@@ -25,6 +25,7 @@ setup(
         'console_scripts': [
             'chat = droid_bringup.chat_node:main',
             'latency_report = droid_bringup.latency_report_node:main',
+            'replay = droid_bringup.replay_node:main',
         ],
     },
 )
