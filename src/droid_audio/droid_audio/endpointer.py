@@ -1,0 +1,379 @@
+"""The listener's decisions, as plain Python: wake word gating (threshold, refractory),
+voice activity with the self-hearing guard, and utterance endpointing with pre-roll.
+
+:class:`ListenerCore` is fed one 80 ms frame at a time with the frame's capture time
+(node clock, seconds), the wake-word scores and the voice-activity probability already
+computed for it, and returns the events the node publishes. It never reads a clock, so
+tests drive it with synthetic frames and a fake timeline.
+
+Rules (all times are audio capture times):
+
+* **Mode** (``SystemMode``): SLEEP ignores audio (no wake, no VAD; an open utterance is
+  cancelled); IDLE and AMBIENT allow the wake word only; INTERACTIVE also allows
+  follow-ups and barge-in utterances.
+* **Wake word**: a score >= ``threshold`` starts a new conversation (fresh id) and an
+  utterance (``TRIGGER_WAKE_WORD``, utterance 1) whose first message carries
+  ``preroll_ms`` of audio before the wake frame. Another wake within ``refractory_s``
+  of the last one is ignored; a later one cancels an open utterance and starts over.
+* **Endpoint**: once at least ``min_speech_ms`` of voiced audio has been seen in the
+  utterance (after its trigger frame), ``silence_ms`` of unvoiced audio ends it
+  (``END_SILENCE``); ``max_utterance_s`` ends it anyway (``END_MAX_LENGTH``). A wake
+  followed by no speech for ``wake_timeout_s`` ends it as silence.
+* **Follow-up**: after the droid's reply ends (SpeechEvent ENDED with ``last_in_reply``,
+  or INTERRUPTED), for ``follow_up_s``, in INTERACTIVE mode, voice onset
+  (``onset_ms`` of voiced frames) starts an utterance of the same conversation
+  (``TRIGGER_FOLLOW_UP``, next utterance id) without the wake word.
+* **Self-hearing guard**: while the droid speaks (STARTED .. ENDED/INTERRUPTED, plus
+  ``echo_tail_ms`` after) neither the wake word nor ordinary voice activity starts
+  anything; voice activity only turns on above ``barge_in_threshold`` held for
+  ``barge_in_ms`` (``during_droid_speech`` true), and in INTERACTIVE mode that starts a
+  ``TRIGGER_BARGE_IN`` utterance in the droid's current conversation.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from droid_common.audio import FRAME_SAMPLES, MIC_RATE
+from droid_common.contract import constants
+from droid_common.ids import new_conversation_id
+
+MODE = constants('SystemMode')
+UTT = constants('Utterance')
+SPEECH = constants('SpeechEvent')
+STAGE = {k: v for k, v in constants('TraceEvent').items() if k.startswith('STAGE_')}
+MODE_NAMES = {v: k for k, v in MODE.items()}
+
+
+def parse_mode(value) -> int:
+    """A mode given as name ('idle') or number -> SystemMode constant."""
+    if isinstance(value, int):
+        if value not in MODE_NAMES:
+            raise ValueError(f'unknown system mode {value}')
+        return value
+    key = str(value).strip().upper()
+    if key.isdigit():
+        return parse_mode(int(key))
+    if key not in MODE or key in ('MODE',):
+        raise ValueError(f'unknown system mode {value!r}; expected one of '
+                         f'{sorted(k for k in MODE if k in ("SLEEP", "IDLE", "AMBIENT", "INTERACTIVE"))}')
+    return MODE[key]
+
+
+@dataclass
+class ListenerConfig:
+    threshold: float = 0.5            # wake-word score threshold
+    refractory_s: float = 2.0         # ignore further wakes this long after one
+    vad_threshold: float = 0.5        # speech probability for "voiced"
+    barge_in_threshold: float = 0.85  # stricter threshold while the droid speaks
+    barge_in_ms: float = 240.0        # voiced this long (strict) = barge-in
+    onset_ms: float = 160.0           # voiced this long = voice onset (follow-up)
+    hangover_ms: float = 320.0        # voice activity stays on this long after speech
+    silence_ms: float = 600.0         # trailing silence that ends an utterance
+    min_speech_ms: float = 160.0      # voiced audio needed before silence can end it
+    max_utterance_s: float = 15.0
+    wake_timeout_s: float = 4.0       # wake with no speech after it: end after this
+    preroll_ms: float = 400.0
+    follow_up_s: float = 6.0          # follow-up window after the reply ended
+    echo_tail_ms: float = 300.0       # guard stays on this long after the droid stops
+    vad_period_s: float = 0.5         # steady VoiceActivity rate
+    frame_s: float = FRAME_SAMPLES / MIC_RATE
+
+    def frames(self, ms: float) -> int:
+        return max(1, int(math.ceil(ms / 1000.0 / self.frame_s - 1e-9)))
+
+
+# ---- events ------------------------------------------------------------------------
+
+@dataclass
+class WakeEvent:
+    t: float
+    conversation_id: str
+    model: str
+    score: float
+    threshold: float
+
+
+@dataclass
+class VoiceActivityEvent:
+    t: float
+    conversation_id: str
+    speaking: bool
+    probability: float
+    during_droid_speech: bool
+
+
+@dataclass
+class UtteranceEvent:
+    state: int                     # UTT['STARTED'|'AUDIO'|'ENDED'|'CANCELLED']
+    conversation_id: str
+    utterance_id: int
+    trigger: int
+    t: float                       # capture time of audio[0] (or end time if no audio)
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    audio_start: float = 0.0
+    audio_end: float = 0.0         # end of speech (ENDED), else 0
+    end_reason: int = 0
+
+
+@dataclass
+class TraceMark:
+    stage: int
+    conversation_id: str
+    utterance_id: int
+    t: float                       # capture time the stage refers to
+    detail: str = ''
+
+
+@dataclass
+class _Utterance:
+    cid: str
+    uid: int
+    trigger: int
+    t_start: float                 # audio_start (pre-roll included)
+    t_trigger: float               # start of the frame that triggered it
+    voiced_ms: float = 0.0
+    speech_confirmed: bool = False
+    run_start: float | None = None  # start of the current voiced run
+    last_voiced_end: float | None = None
+    unvoiced_ms: float = 0.0
+
+
+class ListenerCore:
+    """Wake/VAD/endpoint state machine. Feed frames with :meth:`process`."""
+
+    def __init__(self, config: ListenerConfig | None = None, initial_mode: int = MODE['IDLE'],
+                 id_factory=new_conversation_id):
+        self.cfg = config or ListenerConfig()
+        self.mode = initial_mode
+        self._new_id = id_factory
+        self._preroll = collections.deque(maxlen=max(0, self.cfg.frames(self.cfg.preroll_ms)))
+        self._utt: _Utterance | None = None
+        self._last_wake_t = -math.inf
+        self._uids: collections.OrderedDict = collections.OrderedDict()  # cid -> last uid
+        self.conversation_id = ''
+        # droid speech
+        self._droid_speaking = False
+        self._droid_cid = ''
+        self._droid_stopped_t = -math.inf
+        self._follow_up_until = -math.inf
+        self._follow_up_cid = ''
+        # voice activity
+        self._speaking = False
+        self._voiced_run = 0           # consecutive voiced frames (at the active threshold)
+        self._unvoiced_run = 0
+        self._last_vad_pub = -math.inf
+        self._last_prob = 0.0
+        self.stats = collections.Counter()
+
+    # ---- inputs other than audio -------------------------------------------------------
+
+    def set_mode(self, mode: int, t: float) -> list:
+        """Apply a SystemMode; returns events (a cancelled utterance on SLEEP)."""
+        events = []
+        old, self.mode = self.mode, mode
+        if mode == MODE['SLEEP'] and old != mode:
+            if self._utt is not None:
+                events += self._end(t, UTT['CANCELLED'], UTT['END_CANCELLED'], t)
+            if self._speaking:
+                self._speaking = False
+                events.append(VoiceActivityEvent(t, self.conversation_id, False, 0.0,
+                                                 self._droid_speaking))
+            self._preroll.clear()
+            self._voiced_run = self._unvoiced_run = 0
+            self._follow_up_until = -math.inf
+        return events
+
+    def on_speech_event(self, event: int, t: float, conversation_id: str = '',
+                        last_in_reply: bool = False) -> None:
+        """The droid's own speech lifecycle (SpeechEvent)."""
+        if event == SPEECH['STARTED']:
+            self._droid_speaking = True
+            self._droid_cid = conversation_id
+            self._follow_up_until = -math.inf
+            self._voiced_run = 0
+        elif event in (SPEECH['ENDED'], SPEECH['INTERRUPTED']):
+            self._droid_speaking = False
+            self._droid_stopped_t = t
+            self._voiced_run = 0
+            if conversation_id and (last_in_reply or event == SPEECH['INTERRUPTED']):
+                self._follow_up_until = t + self.cfg.follow_up_s
+                self._follow_up_cid = conversation_id
+
+    def droid_speaking(self, t: float) -> bool:
+        """True while the self-hearing guard applies at capture time ``t``."""
+        return self._droid_speaking or \
+            t < self._droid_stopped_t + self.cfg.echo_tail_ms / 1000.0
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._utt is not None
+
+    def reset_audio(self) -> None:
+        """Forget audio context (after a gap in the stream)."""
+        self._preroll.clear()
+        self._voiced_run = self._unvoiced_run = 0
+
+    # ---- audio ---------------------------------------------------------------------------
+
+    def process(self, t: float, samples: np.ndarray, wake_scores: dict | None,
+                vad_prob: float) -> list:
+        """One frame captured at ``t``. ``wake_scores``: {model: score} (None = no
+        wake model); ``vad_prob``: speech probability of the frame in [0, 1]."""
+        if self.mode == MODE['SLEEP']:
+            self.stats['frames_sleep'] += 1
+            return []
+        cfg = self.cfg
+        events: list = []
+        t_end = t + cfg.frame_s
+        guard = self.droid_speaking(t)
+        self._last_prob = float(vad_prob)
+
+        # -- voice activity (with the self-hearing guard) --
+        thr = cfg.barge_in_threshold if guard else cfg.vad_threshold
+        voiced_strict = vad_prob >= thr
+        if voiced_strict:
+            self._voiced_run += 1
+            self._unvoiced_run = 0
+        else:
+            self._unvoiced_run += 1
+            self._voiced_run = 0
+        need_on = cfg.frames(cfg.barge_in_ms if guard else cfg.onset_ms)
+        onset = False
+        changed = False
+        if not self._speaking and self._voiced_run >= need_on:
+            self._speaking = True
+            onset = True
+            changed = True
+        elif self._speaking and self._unvoiced_run >= cfg.frames(cfg.hangover_ms):
+            self._speaking = False
+            changed = True
+
+        # -- wake word --
+        wake = None
+        if wake_scores:
+            model, score = max(wake_scores.items(), key=lambda kv: kv[1])
+            if score >= cfg.threshold:
+                if guard:
+                    self.stats['wake_guarded'] += 1
+                elif t - self._last_wake_t < cfg.refractory_s:
+                    self.stats['wake_refractory'] += 1
+                else:
+                    wake = (model, float(score))
+
+        if wake is not None:
+            if self._utt is not None:
+                events += self._end(t, UTT['CANCELLED'], UTT['END_CANCELLED'], t)
+            self._last_wake_t = t
+            cid = self._new_id()
+            self.conversation_id = cid
+            events.append(WakeEvent(t, cid, wake[0], wake[1], cfg.threshold))
+            events.append(TraceMark(STAGE['STAGE_WAKE'], cid, 1, t, wake[0]))
+            self._uids[cid] = 0
+            events += self._start(cid, UTT['TRIGGER_WAKE_WORD'], t, samples)
+            self.stats['wakes'] += 1
+        elif self._utt is None and onset and self.mode == MODE['INTERACTIVE']:
+            run_start = t - (need_on - 1) * cfg.frame_s
+            if guard:
+                cid = self._droid_cid or self.conversation_id or self._new_id()
+                trigger = UTT['TRIGGER_BARGE_IN']
+            elif t <= self._follow_up_until and self._follow_up_cid:
+                cid = self._follow_up_cid
+                trigger = UTT['TRIGGER_FOLLOW_UP']
+                self._follow_up_until = -math.inf
+            else:
+                cid, trigger = None, None
+            if cid is not None:
+                self.conversation_id = cid
+                events += self._start(cid, trigger, t, samples)
+                self._utt.speech_confirmed = True
+                self._utt.voiced_ms = need_on * cfg.frame_s * 1000.0
+                self._utt.last_voiced_end = t_end
+                events.append(TraceMark(STAGE['STAGE_SPEECH_START'], cid, self._utt.uid,
+                                        run_start, 'barge_in' if guard else 'follow_up'))
+                self.stats['barge_ins' if guard else 'follow_ups'] += 1
+        elif self._utt is not None:
+            events += self._continue(t, samples, vad_prob)
+
+        if self._utt is None:
+            self._preroll.append((t, samples))
+
+        if changed or t - self._last_vad_pub >= cfg.vad_period_s - 1e-9:
+            self._last_vad_pub = t
+            events.append(VoiceActivityEvent(t, self.conversation_id, self._speaking,
+                                             float(vad_prob), guard))
+        return events
+
+    # ---- utterance lifecycle ---------------------------------------------------------------
+
+    def _start(self, cid: str, trigger: int, t: float, samples: np.ndarray) -> list:
+        uid = self._uids.get(cid, 0) + 1
+        self._uids[cid] = uid
+        self._uids.move_to_end(cid)
+        while len(self._uids) > 64:
+            self._uids.popitem(last=False)
+        pre = list(self._preroll)
+        self._preroll.clear()
+        # keep only contiguous pre-roll frames ending right before t
+        contiguous = []
+        expect = t
+        for ft, fs in reversed(pre):
+            if abs(ft + len(fs) / MIC_RATE - expect) > 0.02:
+                break
+            contiguous.append((ft, fs))
+            expect = ft
+        contiguous.reverse()
+        chunks = [fs for _, fs in contiguous] + [samples]
+        t0 = contiguous[0][0] if contiguous else t
+        self._utt = _Utterance(cid, uid, trigger, t0, t)
+        return [UtteranceEvent(UTT['STARTED'], cid, uid, trigger, t0,
+                               np.concatenate(chunks).astype(np.int16), audio_start=t0)]
+
+    def _continue(self, t: float, samples: np.ndarray, vad_prob: float) -> list:
+        cfg = self.cfg
+        u = self._utt
+        t_end = t + cfg.frame_s
+        events = [UtteranceEvent(UTT['AUDIO'], u.cid, u.uid, u.trigger, t,
+                                 samples.astype(np.int16), audio_start=u.t_start)]
+        voiced = vad_prob >= cfg.vad_threshold
+        if voiced:
+            if u.run_start is None:
+                u.run_start = t
+            u.voiced_ms += cfg.frame_s * 1000.0
+            u.last_voiced_end = t_end
+            u.unvoiced_ms = 0.0
+            if not u.speech_confirmed and u.voiced_ms >= cfg.min_speech_ms - 1e-6:
+                u.speech_confirmed = True
+                events.append(TraceMark(STAGE['STAGE_SPEECH_START'], u.cid, u.uid,
+                                        u.run_start, 'wake_word'))
+        else:
+            u.run_start = None
+            u.unvoiced_ms += cfg.frame_s * 1000.0
+        if u.speech_confirmed and u.unvoiced_ms >= cfg.silence_ms - 1e-6:
+            events += self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'],
+                                u.last_voiced_end or t_end)
+        elif t_end - u.t_trigger >= cfg.max_utterance_s - 1e-6:
+            events += self._end(t_end, UTT['ENDED'], UTT['END_MAX_LENGTH'],
+                                u.last_voiced_end if not voiced and u.last_voiced_end else t_end)
+        elif not u.speech_confirmed and t_end - u.t_trigger >= cfg.wake_timeout_s - 1e-6:
+            events += self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'],
+                                u.last_voiced_end or u.t_trigger)
+        return events
+
+    def _end(self, t: float, state: int, reason: int, audio_end: float) -> list:
+        u = self._utt
+        self._utt = None
+        self.stats['ended' if state == UTT['ENDED'] else 'cancelled'] += 1
+        events = [UtteranceEvent(state, u.cid, u.uid, u.trigger, t, audio_start=u.t_start,
+                                 audio_end=audio_end, end_reason=reason)]
+        if state == UTT['ENDED']:
+            detail = {UTT['END_SILENCE']: 'silence',
+                      UTT['END_MAX_LENGTH']: 'max_length'}.get(reason, '')
+            events.append(TraceMark(STAGE['STAGE_SPEECH_END'], u.cid, u.uid, audio_end, detail))
+            if self.mode == MODE['INTERACTIVE'] or True:
+                pass
+        return events

@@ -1,0 +1,339 @@
+"""Speech synthesis backends (plain Python, no rclpy).
+
+Every backend turns one sentence into 16 kHz mono int16 audio, streamed as chunks::
+
+    for chunk in backend.stream(text, VoiceSpec(...), cancel_event):
+        ...   # np.ndarray int16, RATE Hz
+
+- :class:`MockBackend`: synthetic audio of a duration proportional to the text (a quiet
+  syllable-rate modulated tone, or silence with ``amplitude=0``), instantly.
+- :class:`EspeakBackend`: the offline voice, espeak-ng (``droid_common.audio.espeak``).
+- :class:`ElevenLabsBackend`: ElevenLabs streaming PCM 16 kHz (``output_format=pcm_16000``),
+  either the HTTP stream endpoint through the elevenlabs SDK, or the websocket
+  stream-input API (``websockets``) with a connection opened ahead of time, so the
+  handshake is not on the path to the first audio. The client is created once.
+
+Errors raise :class:`ProviderError` with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from droid_common.audio import EspeakError, espeak, to_int16_mono
+from droid_common.secrets import redact
+
+RATE = 16000                                 # [Hz] the voice path: ElevenLabs pcm_16000
+DEFAULT_ELEVENLABS_VOICE = 'JBFqnCBsd6RMkjVDRZzb'
+DEFAULT_ELEVENLABS_MODEL = 'eleven_flash_v2_5'
+DEFAULT_BASE_URL = 'https://api.elevenlabs.io'
+
+
+class ProviderError(RuntimeError):
+    """A synthesis backend failed (message already redacted)."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """Which voice to use: from the persona, a Speak goal override or the parameters."""
+    elevenlabs_voice_id: str = ''
+    offline_voice: str = ''
+    offline_rate_wpm: float = 0.0
+
+
+def word_count(text: str) -> int:
+    return len([w for w in text.split() if any(c.isalnum() for c in w)])
+
+
+def estimate_duration(text: str, words_per_minute: float = 160.0) -> float:
+    """Rough spoken duration of ``text`` [s] (used until the audio length is known)."""
+    words = max(1, word_count(text)) if text.strip() else 0
+    return words * 60.0 / max(1.0, float(words_per_minute))
+
+
+class Backend:
+    """Interface of a synthesis backend."""
+
+    name = 'base'
+
+    def stream(self, text: str, voice: VoiceSpec, cancel: threading.Event | None = None
+               ) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def synthesize(self, text: str, voice: VoiceSpec = VoiceSpec()) -> np.ndarray:
+        """The whole sentence at once (concatenated stream)."""
+        chunks = list(self.stream(text, voice, None))
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+    def prepare(self, voice: VoiceSpec) -> None:
+        """Get ready for the next sentence (e.g. open a connection); never raises."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class MockBackend(Backend):
+    """Audio of ``words * 60 / words_per_minute`` seconds: a 180 Hz tone pulsing at a
+    syllable rate at ``amplitude`` (0 = silence), so the amplitude topic moves."""
+
+    name = 'mock'
+
+    def __init__(self, words_per_minute: float = 160.0, amplitude: float = 0.3,
+                 chunk_s: float = 0.1):
+        self.words_per_minute = float(words_per_minute)
+        self.amplitude = float(amplitude)
+        self.chunk = max(1, int(chunk_s * RATE))
+
+    def duration(self, text: str) -> float:
+        return estimate_duration(text, self.words_per_minute)
+
+    def stream(self, text, voice=VoiceSpec(), cancel=None):
+        n = int(round(self.duration(text) * RATE))
+        t = np.arange(n, dtype=np.float64) / RATE
+        env = np.abs(np.sin(np.pi * 4.0 * t))           # ~4 syllables per second
+        x = self.amplitude * env * np.sin(2 * np.pi * 180.0 * t)
+        pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+        for i in range(0, n, self.chunk):
+            if cancel is not None and cancel.is_set():
+                return
+            yield pcm[i:i + self.chunk]
+
+
+class EspeakBackend(Backend):
+    """The offline voice: espeak-ng, resampled to 16 kHz."""
+
+    name = 'espeak'
+
+    def __init__(self, voice: str = '', rate_wpm: float = 0.0):
+        self.voice = voice
+        self.rate_wpm = float(rate_wpm)
+
+    def stream(self, text, voice=VoiceSpec(), cancel=None):
+        if not text.strip():
+            return
+        try:
+            samples, rate = espeak(text, voice=voice.offline_voice or self.voice,
+                                   rate_wpm=voice.offline_rate_wpm or self.rate_wpm)
+        except EspeakError as exc:
+            raise ProviderError(redact(exc)) from None
+        if cancel is not None and cancel.is_set():
+            return
+        yield to_int16_mono(samples, rate, RATE)
+
+
+class PcmAssembler:
+    """Little-endian int16 bytes arriving in arbitrary pieces -> int16 arrays."""
+
+    def __init__(self):
+        self._carry = b''
+
+    def feed(self, data: bytes) -> np.ndarray:
+        data = self._carry + bytes(data)
+        n = len(data) // 2 * 2
+        self._carry = data[n:]
+        return np.frombuffer(data[:n], dtype='<i2').astype(np.int16)
+
+
+def _ws_base_from(base_url: str) -> str:
+    parsed = urllib.parse.urlparse(base_url)
+    scheme = {'https': 'wss', 'http': 'ws'}.get(parsed.scheme, parsed.scheme)
+    return urllib.parse.urlunparse((scheme, parsed.netloc, parsed.path.rstrip('/'), '', '', ''))
+
+
+class ElevenLabsBackend(Backend):
+    """ElevenLabs streaming TTS as 16 kHz PCM.
+
+    ``use_websocket=True``: the stream-input websocket API
+    (``{ws_base_url}/v1/text-to-speech/{voice}/stream-input``), one connection per
+    sentence, opened and initialised *ahead* (:meth:`prepare`) and replaced when idle
+    longer than ``inactivity_timeout``. ``use_websocket=False``: the SDK's HTTP stream
+    endpoint (``{base_url}/v1/text-to-speech/{voice}/stream``) on one reused client
+    (keep-alive connection pool).
+    """
+
+    name = 'elevenlabs'
+
+    def __init__(self, api_key: str, *, model_id: str = DEFAULT_ELEVENLABS_MODEL,
+                 voice_id: str = '', stability: float = 0.5, similarity_boost: float = 0.75,
+                 use_websocket: bool = True, base_url: str = '', ws_base_url: str = '',
+                 timeout: float = 10.0, inactivity_timeout: int = 60):
+        if not api_key:
+            raise ValueError('ElevenLabs needs an API key')
+        self._key = api_key
+        self.model_id = model_id or DEFAULT_ELEVENLABS_MODEL
+        self.voice_id = voice_id
+        self.stability = float(stability)
+        self.similarity_boost = float(similarity_boost)
+        self.use_websocket = bool(use_websocket)
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip('/')
+        self.ws_base_url = (ws_base_url or _ws_base_from(self.base_url)).rstrip('/')
+        self.timeout = float(timeout)
+        self.inactivity_timeout = int(max(5, min(180, inactivity_timeout)))
+        self._lock = threading.Lock()
+        self._spare = None             # (connection, voice id, opened monotonic time)
+        self._client = None
+        if not self.use_websocket:
+            self._client = self._make_client()
+
+    # -- shared -----------------------------------------------------------------------
+    def _voice_id(self, voice: VoiceSpec) -> str:
+        return voice.elevenlabs_voice_id or self.voice_id or DEFAULT_ELEVENLABS_VOICE
+
+    def _error(self, what: str, exc: BaseException) -> ProviderError:
+        return ProviderError(redact(f'{what}: {type(exc).__name__}: {exc}', self._key))
+
+    def stream(self, text, voice=VoiceSpec(), cancel=None):
+        if not text.strip():
+            return
+        if self.use_websocket:
+            yield from self._stream_ws(text, self._voice_id(voice), cancel)
+        else:
+            yield from self._stream_http(text, self._voice_id(voice), cancel)
+
+    def prepare(self, voice: VoiceSpec) -> None:
+        if not self.use_websocket:
+            return
+        vid = self._voice_id(voice)
+        with self._lock:
+            spare = self._spare
+        if spare is not None and spare[1] == vid and self._fresh(spare):
+            return
+        try:
+            conn = self._open_ws(vid)
+        except ProviderError:
+            return
+        with self._lock:
+            old, self._spare = self._spare, (conn, vid, time.monotonic())
+        if old is not None:
+            self._close_quietly(old[0])
+
+    def close(self) -> None:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            self._close_quietly(spare[0])
+        if self._client is not None:
+            try:
+                self._client._client_wrapper.httpx_client.httpx_client.close()
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+
+    # -- HTTP stream (SDK) ------------------------------------------------------------
+    def _make_client(self):
+        from elevenlabs.client import ElevenLabs
+        return ElevenLabs(api_key=self._key, base_url=self.base_url, timeout=self.timeout)
+
+    def _stream_http(self, text, voice_id, cancel):
+        from elevenlabs import VoiceSettings
+        pcm = PcmAssembler()
+        try:
+            it = self._client.text_to_speech.stream(
+                voice_id, text=text, model_id=self.model_id, output_format='pcm_16000',
+                voice_settings=VoiceSettings(stability=self.stability,
+                                             similarity_boost=self.similarity_boost),
+                request_options={'chunk_size': 640})
+            for data in it:
+                if cancel is not None and cancel.is_set():
+                    it.close()
+                    return
+                chunk = pcm.feed(data)
+                if chunk.size:
+                    yield chunk
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any SDK/transport error
+            raise self._error('ElevenLabs HTTP stream failed', exc) from None
+
+    # -- websocket stream-input -------------------------------------------------------
+    def _ws_url(self, voice_id: str) -> str:
+        query = urllib.parse.urlencode({
+            'model_id': self.model_id, 'output_format': 'pcm_16000', 'auto_mode': 'true',
+            'inactivity_timeout': str(self.inactivity_timeout)})
+        return (f'{self.ws_base_url}/v1/text-to-speech/'
+                f'{urllib.parse.quote(voice_id, safe="")}/stream-input?{query}')
+
+    def _open_ws(self, voice_id: str):
+        from websockets.sync.client import connect
+        try:
+            conn = connect(self._ws_url(voice_id), additional_headers={'xi-api-key': self._key},
+                           open_timeout=self.timeout, close_timeout=1.0, max_size=None)
+            conn.send(json.dumps({'text': ' ', 'voice_settings': {
+                'stability': self.stability, 'similarity_boost': self.similarity_boost}}))
+            return conn
+        except Exception as exc:  # noqa: BLE001
+            raise self._error('ElevenLabs websocket connect failed', exc) from None
+
+    def _fresh(self, spare) -> bool:
+        from websockets.protocol import State
+        conn, _, opened = spare
+        return (conn.protocol.state is State.OPEN
+                and time.monotonic() - opened < self.inactivity_timeout - 5)
+
+    @staticmethod
+    def _close_quietly(conn) -> None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _take_ws(self, voice_id: str):
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            if spare[1] == voice_id and self._fresh(spare):
+                return spare[0], True
+            self._close_quietly(spare[0])
+        return self._open_ws(voice_id), False
+
+    def _stream_ws(self, text, voice_id, cancel):
+        from websockets.exceptions import ConnectionClosed
+        conn, reused = self._take_ws(voice_id)
+        try:
+            try:
+                conn.send(json.dumps({'text': text.strip() + ' ', 'flush': True}))
+                conn.send(json.dumps({'text': ''}))
+            except ConnectionClosed:
+                if not reused:
+                    raise
+                self._close_quietly(conn)          # the spare went stale: one retry
+                conn = self._open_ws(voice_id)
+                conn.send(json.dumps({'text': text.strip() + ' ', 'flush': True}))
+                conn.send(json.dumps({'text': ''}))
+            pcm = PcmAssembler()
+            got_audio = False
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return
+                try:
+                    raw = conn.recv(timeout=self.timeout)
+                except ConnectionClosed as exc:
+                    if got_audio and exc.rcvd is not None and exc.rcvd.code == 1000:
+                        return
+                    raise
+                msg = json.loads(raw)
+                audio = msg.get('audio')
+                if audio:
+                    chunk = pcm.feed(base64.b64decode(audio))
+                    if chunk.size:
+                        got_audio = True
+                        yield chunk
+                elif msg.get('error') or (msg.get('message') and not msg.get('isFinal')):
+                    raise ProviderError(redact(
+                        f"ElevenLabs websocket error: {msg.get('error') or ''} "
+                        f"{msg.get('message') or ''}".strip(), self._key))
+                if msg.get('isFinal'):
+                    return
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._error('ElevenLabs websocket stream failed', exc) from None
+        finally:
+            self._close_quietly(conn)
