@@ -58,9 +58,8 @@ def parse_mode(value) -> int:
     key = str(value).strip().upper()
     if key.isdigit():
         return parse_mode(int(key))
-    if key not in MODE or key in ('MODE',):
-        raise ValueError(f'unknown system mode {value!r}; expected one of '
-                         f'{sorted(k for k in MODE if k in ("SLEEP", "IDLE", "AMBIENT", "INTERACTIVE"))}')
+    if key not in MODE:
+        raise ValueError(f'unknown system mode {value!r}; expected one of {sorted(MODE)}')
     return MODE[key]
 
 
@@ -374,6 +373,4 @@ class ListenerCore:
             detail = {UTT['END_SILENCE']: 'silence',
                       UTT['END_MAX_LENGTH']: 'max_length'}.get(reason, '')
             events.append(TraceMark(STAGE['STAGE_SPEECH_END'], u.cid, u.uid, audio_end, detail))
-            if self.mode == MODE['INTERACTIVE'] or True:
-                pass
         return events

@@ -23,6 +23,7 @@ utterance supersedes older work); :meth:`TurnWorker.cancel` is the barge-in path
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -110,6 +111,57 @@ class RecordingSink(Sink):
 
 def no_tools(turn, calls):
     return [ToolResult(False, error='no tool executor') for _ in calls]
+
+
+_END = object()
+
+
+def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.02):
+    """Iterate ``iterable`` in a reader thread; stop at once when ``cancel`` is set.
+
+    A blocking read inside the SDK cannot be interrupted from outside; the reader thread
+    is abandoned on cancel (it ends by itself when the stream is closed or times out), so
+    a cancel never waits for the network. Exceptions of the iterable are re-raised here.
+    """
+    q: queue.Queue = queue.Queue(maxsize=maxsize)
+
+    def put(item) -> bool:
+        while not cancel.is_set():
+            try:
+                q.put(item, timeout=poll)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader():
+        try:
+            for item in iterable:
+                if not put((True, item)):
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+            return
+        finally:
+            close = getattr(iterable, 'close', None)
+            if callable(close) and cancel.is_set():
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+        put((True, _END))
+
+    threading.Thread(target=reader, name='llm-stream', daemon=True).start()
+    while not cancel.is_set():
+        try:
+            ok, item = q.get(timeout=poll)
+        except queue.Empty:
+            continue
+        if not ok:
+            raise item
+        if item is _END:
+            return
+        yield item
 
 
 class Engine:
@@ -228,7 +280,8 @@ class Engine:
             self.sink.trace(turn, 'LLM_REQUEST', f'{self.backend.name} round {rnd + 1}'
                             + (f' retry {attempt}' if attempt else ''))
             try:
-                for delta in self.backend.stream(messages, tools, turn.cancel):
+                for delta in pump(self.backend.stream(messages, tools, turn.cancel),
+                                  turn.cancel):
                     if turn.cancel.is_set():
                         return ''.join(content), [], None
                     if (delta.content or delta.tool_calls) and not first_token[0]:

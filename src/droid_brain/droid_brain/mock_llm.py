@@ -228,6 +228,9 @@ class MockBackend:
         self.requests.append(messages)
         names = [t['function']['name'] for t in tools or []]
         plan = self.script.plan(messages, names)
+        self._seq = getattr(self, '_seq', 0) + 1
+        plan.tool_calls = [(f'{cid}_{self._seq}', name, args)
+                           for cid, name, args in plan.tool_calls]
         start = self.clock.now()
         t = start + self.time_to_first_token
         period = 1.0 / self.token_rate if self.token_rate > 0 else 0.0

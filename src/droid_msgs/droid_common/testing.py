@@ -138,3 +138,74 @@ class PulseAudioServer:
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
         return False
+
+
+class Process:
+    """A command started by a test in its own process group, stopped by the test:
+    SIGINT, then SIGTERM, then SIGKILL to the group (a process blocked in spin() sometimes
+    misses SIGINT). Output goes to a log file readable with :meth:`output`."""
+
+    def __init__(self, args, env=None, log_path=None):
+        self.args = list(args)
+        self.env = env
+        fd, default = tempfile.mkstemp(prefix='droid-proc-', suffix='.log')
+        os.close(fd)
+        self.log_path = log_path or default
+        self.proc = None
+
+    def __enter__(self):
+        self._log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        return self
+
+    def output(self) -> str:
+        return Path(self.log_path).read_text(errors='replace')
+
+    def wait_for(self, needle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.output():
+                return True
+            if self.proc.poll() is not None:
+                return needle in self.output()
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # children left in the group (e.g. nodes of a launch) go too
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return self.proc.returncode
+
+    def __exit__(self, *exc):
+        self.stop()
+        self._log.close()
+        return False
+
+
+def ros_test_env(**extra) -> dict:
+    """Environment for ROS processes a test starts: loopback-only DDS, a private domain."""
+    env = dict(os.environ)
+    env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    env.setdefault('CYCLONEDDS_URI', '<CycloneDDS><Domain><General><Interfaces>'
+                   '<NetworkInterface name="lo"/></Interfaces></General></Domain></CycloneDDS>')
+    env['PYTHONUNBUFFERED'] = '1'
+    env['RCUTILS_COLORIZED_OUTPUT'] = '0'
+    env.update({k: str(v) for k, v in extra.items()})
+    return env

@@ -1,0 +1,337 @@
+"""Speech-to-text without rclpy: faster-whisper model resolution (never downloads),
+loading, a guarded transcribe, and the per-utterance buffers that decide when a partial
+or the final transcription is due.
+
+Hallucination guard (see :class:`WhisperEngine`):
+
+* ``condition_on_previous_text=False`` and one temperature (0.0): no fallback sampling;
+* segments whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
+  ``log_prob_threshold`` are dropped;
+* an utterance the Silero VAD finds no speech in is not transcribed at all (nothing is
+  published for silence);
+* at most ``max_tokens_per_s`` x duration + 16 new tokens per utterance (no endless loops).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from droid_common.audio import MIC_RATE
+
+SIZE_NAMES = ('tiny', 'tiny.en', 'base', 'base.en', 'small', 'small.en', 'distil-small.en',
+              'medium', 'medium.en', 'distil-medium.en', 'large-v1', 'large-v2', 'large-v3',
+              'large', 'distil-large-v2', 'distil-large-v3', 'large-v3-turbo', 'turbo')
+
+
+class SttModelError(RuntimeError):
+    """The Whisper model is missing or cannot be loaded (message is user-facing)."""
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / 'model.bin').is_file() and (path / 'config.json').is_file()
+
+
+def resolve_model(model: str, cache_dir: str = '') -> str:
+    """Local directory of a CTranslate2 Whisper model; never downloads.
+
+    ``model`` is a directory path, or a size name (``tiny``, ``base.en``, ...) looked up
+    in ``cache_dir`` as ``<cache_dir>/<name>``, ``<cache_dir>/faster-whisper-<name>``, or
+    a Hugging Face hub cache (``models--Systran--faster-whisper-<name>/snapshots/*``).
+    """
+    model = (model or '').strip()
+    if not model:
+        raise SttModelError('no Whisper model configured (parameter model)')
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not _is_model_dir(path):
+            raise SttModelError(f'{path} is not a CTranslate2 Whisper model directory '
+                                '(model.bin and config.json missing)')
+        return str(path)
+    if os.sep in model or model.startswith('.'):
+        raise SttModelError(f'Whisper model directory not found: {model}')
+    if not cache_dir:
+        raise SttModelError(
+            f"Whisper model '{model}' is not a local directory and no model_cache_dir is set "
+            '(models are never downloaded at run time: convert or copy one and give its path)')
+    cache = Path(os.path.expanduser(cache_dir))
+    candidates = [cache / model, cache / f'faster-whisper-{model}']
+    for repo in cache.glob(f'models--*--faster-whisper-{model}'):
+        snaps = sorted((repo / 'snapshots').glob('*'), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+        candidates += snaps
+    for c in candidates:
+        if c.is_dir() and _is_model_dir(c):
+            return str(c)
+    hint = '' if model in SIZE_NAMES else f" ('{model}' is not a known size name either)"
+    raise SttModelError(f"Whisper model '{model}' not found in model_cache_dir {cache}{hint}; "
+                        'models are never downloaded at run time')
+
+
+def strip_phrases(text: str, phrases) -> str:
+    """Drop a leading wake phrase ('Hey Jarvis, play music.' -> 'play music.')."""
+    out = text.strip()
+    for p in sorted([p for p in (phrases or []) if p.strip()], key=len, reverse=True):
+        words = [re.escape(w) for w in p.split()]
+        m = re.match(r'^\W*' + r'\W+'.join(words) + r'\b[\s,.!?:;-]*', out, re.IGNORECASE)
+        if m:
+            return out[m.end():].strip()
+    return out
+
+
+@dataclass
+class GuardConfig:
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    vad_threshold: float = 0.5          # Silero probability counted as speech
+    min_speech_ratio: float = 0.0       # fraction of VAD windows that must be speech
+    max_tokens_per_s: float = 8.0
+
+
+@dataclass
+class SttResult:
+    text: str
+    confidence: float
+    language: str
+    kept: int = 0
+    dropped: int = 0
+    silent: bool = False
+    seconds: float = 0.0                # processing time
+
+
+class WhisperEngine:
+    """faster-whisper on CPU with the droid's guard. Load once, transcribe many."""
+
+    def __init__(self, model_path: str, compute_type: str = 'int8', cpu_threads: int = 2,
+                 language: str = 'en', beam_size: int = 1, guard: GuardConfig | None = None,
+                 vad=None, strip: tuple = ()):
+        self.model_path = model_path
+        self.compute_type = compute_type
+        self.cpu_threads = int(cpu_threads)
+        self.language = language or None
+        self.beam_size = max(1, int(beam_size))
+        self.guard = guard or GuardConfig()
+        self.vad = vad                  # SileroVad or None (then no silence gate)
+        self.strip = tuple(strip)
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self, warm_up: bool = True) -> float:
+        """Load the model (seconds taken). Raises :class:`SttModelError`."""
+        os.environ.setdefault('HF_HUB_OFFLINE', '1')
+        t0 = time.monotonic()
+        try:
+            from faster_whisper import WhisperModel
+            if not os.path.isfile(os.path.join(self.model_path, 'tokenizer.json')):
+                raise SttModelError(f'{self.model_path} has no tokenizer.json')
+            model = WhisperModel(self.model_path, device='cpu', compute_type=self.compute_type,
+                                 cpu_threads=self.cpu_threads, local_files_only=True)
+        except SttModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt model, bad compute type, ...
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SttModelError(f'cannot load Whisper model {self.model_path}: {msg}') from exc
+        if self.language and not model.model.is_multilingual and self.language != 'en':
+            raise SttModelError(f"model {self.model_path} is English-only; language "
+                                f"'{self.language}' is not supported")
+        self._model = model
+        if warm_up:
+            try:
+                self._transcribe(np.zeros(MIC_RATE, dtype=np.float32), 4)
+            except Exception as exc:  # noqa: BLE001
+                self._model = None
+                raise SttModelError(f'Whisper model {self.model_path} fails to run: {exc}') from exc
+        return time.monotonic() - t0
+
+    def _transcribe(self, audio: np.ndarray, max_new_tokens: int):
+        g = self.guard
+        segments, info = self._model.transcribe(
+            audio, language=self.language, task='transcribe', beam_size=self.beam_size,
+            best_of=1, temperature=0.0, condition_on_previous_text=False,
+            without_timestamps=True, no_speech_threshold=g.no_speech_threshold,
+            log_prob_threshold=g.log_prob_threshold, compression_ratio_threshold=None,
+            vad_filter=False, max_new_tokens=max_new_tokens, suppress_blank=True)
+        return list(segments), info
+
+    def is_silence(self, samples: np.ndarray) -> bool:
+        if self.vad is None:
+            return False
+        peak, ratio = self.vad.speech_ratio(samples, self.guard.vad_threshold)
+        return peak < self.guard.vad_threshold or ratio < self.guard.min_speech_ratio
+
+    def transcribe(self, samples: np.ndarray, check_silence: bool = True) -> SttResult:
+        """Transcribe int16 mono 16 kHz audio (thread-safe: one call at a time)."""
+        if self._model is None:
+            raise SttModelError('Whisper model not loaded')
+        t0 = time.monotonic()
+        x = np.asarray(samples)
+        if check_silence and self.is_silence(x):
+            return SttResult('', -1.0, self.language or '', silent=True,
+                             seconds=time.monotonic() - t0)
+        audio = (x.astype(np.float32) / 32768.0) if x.dtype != np.float32 else x
+        dur = len(audio) / MIC_RATE
+        cap = int(min(400, self.guard.max_tokens_per_s * dur + 16))
+        with self._lock:
+            segments, info = self._transcribe(audio, cap)
+        kept, dropped = [], 0
+        for s in segments:
+            if s.no_speech_prob > self.guard.no_speech_threshold and \
+                    s.avg_logprob < self.guard.log_prob_threshold:
+                dropped += 1
+                continue
+            kept.append(s)
+        text = ' '.join(s.text.strip() for s in kept if s.text.strip()).strip()
+        text = strip_phrases(text, self.strip)
+        conf = float(np.clip(np.mean([np.exp(s.avg_logprob) for s in kept]), 0.0, 1.0)) \
+            if kept else -1.0
+        return SttResult(text, conf, info.language or (self.language or ''), len(kept),
+                         dropped, seconds=time.monotonic() - t0)
+
+
+# ---- per-utterance buffers ---------------------------------------------------------------
+
+@dataclass
+class UtteranceBuffer:
+    conversation_id: str
+    utterance_id: int
+    audio_start: float
+    chunks: list = field(default_factory=list)
+    samples: int = 0
+    ended: bool = False
+    audio_end: float = 0.0
+    end_stamp: float = 0.0        # stamp of the ENDED message (trace input_stamp)
+    last_stamp: float = 0.0       # stamp of the latest message
+    partial_at: int = 0           # samples covered by the last partial run
+    partials: int = 0
+    last_partial_text: str = ''
+
+    @property
+    def key(self) -> tuple:
+        return (self.conversation_id, self.utterance_id)
+
+    @property
+    def duration(self) -> float:
+        return self.samples / MIC_RATE
+
+    def audio(self) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, dtype=np.int16)
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0]
+
+
+@dataclass
+class Job:
+    kind: str                      # 'partial' or 'final'
+    buffer: UtteranceBuffer
+    audio: np.ndarray
+
+
+class UtteranceBuffers:
+    """Collects Utterance messages (any thread) and hands jobs to one worker thread:
+    finals first (oldest first), then a partial for the newest open utterance once its
+    audio grew by ``partial_interval_s`` since the last partial."""
+
+    def __init__(self, partial_interval_s: float = 0.4, max_open: int = 4,
+                 max_seconds: float = 60.0):
+        self.partial_interval_s = partial_interval_s
+        self.max_open = max_open
+        self.max_samples = int(max_seconds * MIC_RATE)
+        self._open: dict = {}
+        self._finals: list = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.ignored = 0
+
+    def start(self, cid: str, uid: int, audio_start: float, stamp: float,
+              audio: np.ndarray) -> None:
+        with self._cond:
+            buf = UtteranceBuffer(cid, uid, audio_start, last_stamp=stamp)
+            self._open[buf.key] = buf
+            while len(self._open) > self.max_open:   # forget the oldest open one
+                self._open.pop(next(iter(self._open)))
+            self._append(buf, audio)
+            self._cond.notify_all()
+
+    def _append(self, buf: UtteranceBuffer, audio: np.ndarray) -> None:
+        a = np.asarray(audio, dtype=np.int16)
+        if a.size and buf.samples < self.max_samples:
+            buf.chunks.append(a.copy())
+            buf.samples += len(a)
+
+    def append(self, cid: str, uid: int, stamp: float, audio: np.ndarray) -> bool:
+        with self._cond:
+            buf = self._open.get((cid, uid))
+            if buf is None:
+                self.ignored += 1
+                return False
+            buf.last_stamp = stamp
+            self._append(buf, audio)
+            self._cond.notify_all()
+            return True
+
+    def end(self, cid: str, uid: int, stamp: float, audio_end: float,
+            audio: np.ndarray | None = None) -> bool:
+        with self._cond:
+            buf = self._open.pop((cid, uid), None)
+            if buf is None:
+                self.ignored += 1
+                return False
+            if audio is not None:
+                self._append(buf, audio)
+            buf.ended = True
+            buf.end_stamp = buf.last_stamp = stamp
+            buf.audio_end = audio_end or (buf.audio_start + buf.duration)
+            self._finals.append(buf)
+            self._cond.notify_all()
+            return True
+
+    def cancel(self, cid: str, uid: int) -> bool:
+        with self._cond:
+            return self._open.pop((cid, uid), None) is not None
+
+    def is_open(self, key: tuple) -> bool:
+        with self._cond:
+            return key in self._open
+
+    def next_job(self, timeout: float | None = None):
+        """Block up to ``timeout`` s for the next :class:`Job` (None on timeout/close)."""
+        with self._cond:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._closed:
+                job = self._pick()
+                if job is not None:
+                    return job
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            return None
+
+    def _pick(self):
+        if self._finals:
+            buf = self._finals.pop(0)
+            return Job('final', buf, buf.audio())
+        if self._open and self.partial_interval_s > 0:
+            buf = next(reversed(self._open.values()))
+            step = int(self.partial_interval_s * MIC_RATE)
+            if buf.samples - buf.partial_at >= step:
+                buf.partial_at = buf.samples
+                return Job('partial', buf, buf.audio().copy())
+        return None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

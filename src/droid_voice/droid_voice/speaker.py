@@ -1,0 +1,369 @@
+"""The speaker core (plain Python, no rclpy): synthesis ahead of playback, a playlist
+rendered block by block by the audio output, lifecycle and amplitude events stamped
+with the time they are heard.
+
+- :meth:`Speaker.submit` queues an :class:`Utterance` (a reply sentence or a Speak goal);
+  a worker thread synthesises queued utterances in order, streaming their chunks into
+  the playlist while earlier ones play (sentence n+1 synthesises while n plays). When
+  the primary backend fails, that sentence is re-synthesised by the fallback backend
+  (audio already heard stays heard; the rest of the provider audio is dropped).
+- :meth:`Speaker.render` is called by the output (sounddevice callback or the mock
+  pacer) with the time the block will be *heard*; it never blocks on I/O.
+- :meth:`Speaker.stop` fades the playing utterance out over ``fade_s`` (barge-in) or
+  drops a queued one.
+- :meth:`Speaker.pop_due` returns the events whose time has come: ``started``,
+  ``ended``, ``interrupted``, ``failed``, ``dropped``, ``written`` (first samples handed to
+  the device) and ``amplitude`` (RMS of the samples heard at that time, >= the meter
+  rate while speaking, one 0.0 when speech stops).
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from droid_common.secrets import redact
+from droid_voice.amplitude import AmplitudeMeter, DueQueue
+from droid_voice.envelope import FadeOut
+from droid_voice.synth import RATE, Backend, VoiceSpec, estimate_duration
+
+QUEUED, PLAYING, STOPPING, FINISHED = 'queued', 'playing', 'stopping', 'finished'
+COMPLETED, INTERRUPTED, FAILED = 'completed', 'interrupted', 'failed'
+_ids = itertools.count(1)
+
+
+class Utterance:
+    """One thing to say: a reply sentence or a Speak goal."""
+
+    def __init__(self, text: str, *, conversation_id: str = '', utterance_id: int = 0,
+                 index: int = 0, goal: bool = False, voice: VoiceSpec = VoiceSpec(),
+                 input_stamp: float = 0.0, received: float = 0.0,
+                 last_in_reply: bool = False, words_per_minute: float = 160.0):
+        self.id = next(_ids)
+        self.text = text
+        self.conversation_id = conversation_id
+        self.utterance_id = int(utterance_id)
+        self.index = int(index)
+        self.goal = goal
+        self.voice = voice
+        self.input_stamp = float(input_stamp)
+        self.received = float(received)
+        self.last_in_reply = bool(last_in_reply)
+        self._wpm = words_per_minute
+        self.chunks: deque = deque()
+        self.synth_done = False
+        self.synthesized = 0          # samples synthesised so far
+        self.played = 0               # samples rendered to the output
+        self.backend = ''
+        self.error = ''
+        self.state = QUEUED
+        self.status = ''              # COMPLETED / INTERRUPTED / FAILED once finished
+        self.stop_reason = ''
+        self.fade: FadeOut | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.written_at: float | None = None
+        self.cancel = threading.Event()   # tells the synthesis to stop
+        self.done = threading.Event()     # set when the end event is released
+
+    @property
+    def key(self) -> tuple:
+        return (self.conversation_id, self.utterance_id)
+
+    @property
+    def played_s(self) -> float:
+        return self.played / RATE
+
+    @property
+    def duration_estimate(self) -> float:
+        if self.synth_done and not self.error:
+            return self.synthesized / RATE
+        return max(self.synthesized / RATE, estimate_duration(self.text, self._wpm))
+
+    def __repr__(self) -> str:
+        return (f'Utterance({self.text[:30]!r}, cid={self.conversation_id!r}, '
+                f'utt={self.utterance_id}, index={self.index}, state={self.state})')
+
+
+@dataclass
+class SpeakerEvent:
+    kind: str                     # started ended interrupted failed dropped written amplitude
+    t: float                      # when it is heard (amplitude, lifecycle) or written
+    utt: Utterance | None = None
+    amplitude: float = 0.0
+    conversation_id: str = ''
+
+
+FINISH_KINDS = ('ended', 'interrupted', 'failed', 'dropped')
+
+
+class Speaker:
+    """Playlist + synthesis worker + timed events. Thread-safe."""
+
+    def __init__(self, backend: Backend, fallback: Backend | None = None, *,
+                 clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
+                 queue_size: int = 32, default_voice=lambda: VoiceSpec(),
+                 on_warning=None, fallback_cooldown: float = 0.0):
+        self.backend = backend
+        self.fallback = fallback
+        self.clock = clock
+        self.fade_samples = max(1, int(round(fade_s * RATE)))
+        self.meter = AmplitudeMeter(RATE, amplitude_hz)
+        self.default_voice = default_voice
+        self.on_warning = on_warning or (lambda msg, utt: None)
+        self.fallback_cooldown = float(fallback_cooldown)
+        self._cooldown_until = 0.0
+        self._lock = threading.RLock()
+        self._playlist: deque = deque()
+        self._queue: queue.Queue = queue.Queue(maxsize=int(queue_size))
+        self._due = DueQueue()
+        self._speaking = False
+        self._amp_cid = ''
+        self._closed = threading.Event()
+        self._worker = threading.Thread(target=self._work, name='tts-synthesis', daemon=True)
+        self._worker.start()
+
+    # -- control (any thread) ---------------------------------------------------------
+    def submit(self, utt: Utterance) -> bool:
+        """Queue an utterance for synthesis and playback; False if the queue is full."""
+        with self._lock:
+            try:
+                self._queue.put_nowait(utt)
+            except queue.Full:
+                utt.error = 'synthesis queue full'
+                self._finish(utt, 'failed', self.clock())
+                return False
+            self._playlist.append(utt)
+        return True
+
+    def stop(self, utt: Utterance, reason: str = '') -> bool:
+        """Stop one utterance: fade out if playing, drop if queued. True if it was heard."""
+        with self._lock:
+            if utt.state in (FINISHED, STOPPING):
+                return utt.state == STOPPING
+            utt.cancel.set()
+            utt.stop_reason = reason
+            if utt.state == PLAYING:
+                utt.state = STOPPING
+                utt.fade = FadeOut(self.fade_samples)
+                return True
+            try:
+                self._playlist.remove(utt)
+            except ValueError:
+                pass
+            self._finish(utt, 'dropped', self.clock())
+            return False
+
+    def stop_turn(self, key: tuple, reason: str = '') -> list:
+        """Stop every utterance of a turn; returns those that were audible."""
+        with self._lock:
+            victims = [u for u in self._playlist if u.key == key and not u.goal]
+        return [u for u in victims if self.stop(u, reason)]
+
+    def stop_all(self, reason: str = '') -> list:
+        with self._lock:
+            victims = list(self._playlist)
+        return [u for u in victims if self.stop(u, reason)]
+
+    def current(self) -> Utterance | None:
+        """The utterance being heard (playing or fading out), if any."""
+        with self._lock:
+            if self._playlist and self._playlist[0].state in (PLAYING, STOPPING):
+                return self._playlist[0]
+        return None
+
+    def speaking(self) -> bool:
+        return self.current() is not None
+
+    def pending(self, key: tuple | None = None) -> list:
+        with self._lock:
+            return [u for u in self._playlist if key is None or u.key == key]
+
+    def set_last(self, key: tuple, last_index: int) -> bool:
+        """Mark sentence ``last_index`` of a turn as the reply's last; True if queued/playing."""
+        with self._lock:
+            found = False
+            for u in self._playlist:
+                if u.key == key and not u.goal and u.index == last_index:
+                    u.last_in_reply = True
+                    found = True
+            return found
+
+    def pop_due(self, now: float) -> list:
+        """Events whose time has come, in time order; finishing ones resolve ``utt.done``."""
+        events = self._due.pop_due(now)
+        for e in events:
+            if e.kind in FINISH_KINDS and e.utt is not None:
+                e.utt.done.set()
+        return events
+
+    def next_due(self) -> float | None:
+        return self._due.next_due()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.stop_all('shutdown')
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._worker.join(timeout=5.0)
+        for b in (self.backend, self.fallback):
+            if b is not None:
+                b.close()
+
+    # -- the audio path (output thread) -----------------------------------------------
+    def render(self, frames: int, heard_t: float, written_t: float | None = None) -> np.ndarray:
+        """The next ``frames`` samples (float32 mono, [-1, 1]), heard from ``heard_t``."""
+        written_t = heard_t if written_t is None else written_t
+        out = np.zeros(frames, dtype=np.float32)
+        pos = 0
+        had_speech = False
+        speech_end = heard_t
+        with self._lock:
+            while pos < frames:
+                if not self._playlist:
+                    break
+                utt = self._playlist[0]
+                t_here = heard_t + pos / RATE
+                if utt.state == QUEUED:
+                    if not utt.chunks:
+                        if utt.synth_done:
+                            self._playlist.popleft()
+                            self._finish(utt, 'failed' if utt.error else 'ended', t_here)
+                            continue
+                        break                                # waiting for synthesis
+                    utt.state = PLAYING
+                    utt.started_at = t_here
+                    utt.written_at = written_t
+                    self._due.push(t_here, SpeakerEvent('started', t_here, utt))
+                    self._due.push(written_t, SpeakerEvent('written', written_t, utt))
+                block = self._take(utt, frames - pos)
+                if block.size == 0:
+                    if utt.synth_done or utt.state == STOPPING:
+                        self._playlist.popleft()
+                        self._finish(utt, 'interrupted' if utt.state == STOPPING else 'ended',
+                                     t_here)
+                        speech_end = t_here
+                        continue
+                    break                                    # underrun: silence
+                if utt.state == STOPPING:
+                    block = utt.fade.apply(block)
+                n = block.size
+                out[pos:pos + n] = block
+                pos += n
+                utt.played += n
+                had_speech = True
+                self._amp_cid = utt.conversation_id
+                speech_end = heard_t + pos / RATE
+                if utt.state == STOPPING and utt.fade.finished:
+                    utt.chunks.clear()
+                    self._playlist.popleft()
+                    self._finish(utt, 'interrupted', speech_end)
+            speaking_now = bool(self._playlist) and self._playlist[0].state in (PLAYING, STOPPING)
+            if had_speech or speaking_now:
+                self._speaking = True
+                for t, a in self.meter.feed(out if speaking_now else out[:pos], heard_t):
+                    self._due.push(t, SpeakerEvent('amplitude', t, amplitude=a,
+                                                   conversation_id=self._amp_cid))
+            if self._speaking and not speaking_now:
+                for t, a in self.meter.flush():
+                    self._due.push(t, SpeakerEvent('amplitude', t, amplitude=a,
+                                                   conversation_id=self._amp_cid))
+                self._due.push(speech_end, SpeakerEvent('amplitude', speech_end, amplitude=0.0,
+                                                        conversation_id=self._amp_cid))
+                self._speaking = False
+        return out
+
+    def _take(self, utt: Utterance, n: int) -> np.ndarray:
+        parts, got = [], 0
+        while got < n and utt.chunks:
+            c = utt.chunks[0]
+            if c.size <= n - got:
+                utt.chunks.popleft()
+                parts.append(c)
+                got += c.size
+            else:
+                parts.append(c[:n - got])
+                utt.chunks[0] = c[n - got:]
+                got = n
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32) / 32768.0
+
+    def _finish(self, utt: Utterance, kind: str, t: float) -> None:
+        utt.state = FINISHED
+        utt.ended_at = t
+        utt.cancel.set()
+        if kind == 'ended':
+            utt.status = FAILED if (utt.error and utt.played == 0) else COMPLETED
+        elif kind in ('interrupted', 'dropped'):
+            utt.status = INTERRUPTED
+        else:
+            utt.status = FAILED
+        self._due.push(t, SpeakerEvent(kind, t, utt))
+
+    # -- synthesis worker ---------------------------------------------------------------
+    def _work(self) -> None:
+        self._prepare()
+        while not self._closed.is_set():
+            utt = self._queue.get()
+            if utt is None:
+                return
+            if not utt.cancel.is_set():
+                self._synthesize(utt)
+            with self._lock:
+                utt.synth_done = True
+            if self._queue.empty() and not self._closed.is_set():
+                self._prepare()
+
+    def _prepare(self) -> None:
+        try:
+            self.backend.prepare(self.default_voice())
+        except Exception:  # noqa: BLE001 - prepare is an optimisation only
+            pass
+
+    def _push(self, utt: Utterance, chunk: np.ndarray, backend: str) -> None:
+        with self._lock:
+            if utt.state == FINISHED or utt.cancel.is_set():
+                return
+            utt.chunks.append(np.asarray(chunk, dtype=np.int16))
+            utt.synthesized += int(chunk.size)
+            utt.backend = backend
+
+    def _synthesize(self, utt: Utterance) -> None:
+        backend = self.backend
+        if self.fallback is not None and time.monotonic() < self._cooldown_until:
+            backend = self.fallback
+        utt.backend = backend.name
+        try:
+            for chunk in backend.stream(utt.text, utt.voice, utt.cancel):
+                if utt.cancel.is_set():
+                    return
+                self._push(utt, chunk, backend.name)
+            return
+        except Exception as exc:  # noqa: BLE001 - any backend failure
+            error = redact(exc)
+        if backend is self.fallback or self.fallback is None or utt.cancel.is_set():
+            utt.error = error
+            return
+        self._cooldown_until = time.monotonic() + self.fallback_cooldown
+        self.on_warning(f'{backend.name} failed ({error}); this sentence falls back to '
+                        f'{self.fallback.name}', utt)
+        with self._lock:
+            utt.chunks.clear()                 # unplayed provider audio is dropped
+            utt.synthesized = utt.played
+        utt.backend = self.fallback.name
+        try:
+            for chunk in self.fallback.stream(utt.text, utt.voice, utt.cancel):
+                if utt.cancel.is_set():
+                    return
+                self._push(utt, chunk, self.fallback.name)
+        except Exception as exc:  # noqa: BLE001
+            utt.error = redact(exc)
