@@ -1,0 +1,133 @@
+"""``microphone`` node: a sounddevice input stream published as AudioChunk messages.
+
+16 kHz mono int16 blocks of ``block_ms`` (80 ms = 1280 samples) on ``audio/mic`` with
+sensor-data QoS, stamped with the capture time of their first sample (node clock). The
+PortAudio callback only copies into a bounded queue; a publisher thread converts,
+stamps and publishes. No device or a lost device: a clear log line, ERROR on
+/diagnostics, a retry every ``retry_s``; back to OK by itself once it works.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.node import Node
+
+from droid_audio.framing import CaptureTimeline, FrameAssembler
+from droid_audio.msgs import audio_chunk
+from droid_audio.mic import DeviceError, MicCapture
+from droid_common import names
+from droid_common.audio import MIC_RATE
+from droid_common.ros import ERROR, OK, SENSOR_QOS, WARN, Diagnostics, declare, now_sec, run
+from droid_msgs.msg import AudioChunk
+
+
+class MicrophoneNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__('microphone', **kwargs)
+        self.device = declare(self, 'device', '', 'Input device: name (substring, e.g. '
+                              "'pulse', 'USB'), index, or '' for the default device",
+                              read_only=True)
+        self.rate = declare(self, 'sample_rate', MIC_RATE, 'Published sample rate [Hz] '
+                            '(the device is opened at this rate, or resampled)',
+                            min_value=8000, max_value=48000, read_only=True)
+        self.block_ms = declare(self, 'block_ms', 80, 'Published block length [ms] '
+                                '(80 ms = 1280 samples at 16 kHz, what openwakeword wants)',
+                                min_value=10, max_value=500, read_only=True)
+        self.channels = declare(self, 'channels', 1, 'Channels captured (mixed down to mono)',
+                                min_value=1, max_value=8, read_only=True)
+        self.queue_blocks = declare(self, 'queue_blocks', 50, 'Capture queue length '
+                                    '[blocks]; the oldest is dropped when full',
+                                    min_value=2, max_value=1000, read_only=True)
+        self.retry_s = declare(self, 'retry_s', 3.0, 'Seconds between attempts to open '
+                               'a missing or lost device', min_value=0.2, max_value=60.0)
+        self.stall_timeout_s = declare(self, 'stall_timeout_s', 3.0, 'No audio for this '
+                                       'long = device lost, reopen (0 = never)',
+                                       min_value=0.0, max_value=60.0)
+        self.frame_id = declare(self, 'frame_id', '', "header.frame_id ('' = device name)")
+        self.block = int(round(self.rate * self.block_ms / 1000.0))
+
+        self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
+        self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
+        self.diag.set(WARN, 'opening input device', device=self.device or 'default')
+        self._seq = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name='mic-publisher', daemon=True)
+        self._thread.start()
+
+    # ---- publisher thread ------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        cap = MicCapture(self.device, self.rate, self.block, self.channels, self.queue_blocks)
+        timeline = CaptureTimeline(self.rate)
+        assembler = FrameAssembler(frame_samples=self.block, rate=self.rate)
+        next_try = 0.0
+        last_error = ''
+        dropped_reported = 0
+        while not self._stop.is_set():
+            if not cap.is_open:
+                if time.monotonic() < next_try:
+                    self._stop.wait(0.1)
+                    continue
+                try:
+                    desc = cap.open()
+                except DeviceError as exc:
+                    next_try = time.monotonic() + self.retry_s
+                    msg = str(exc)
+                    if msg != last_error:
+                        self.get_logger().error(f'{msg}; retrying every {self.retry_s:.0f} s')
+                        last_error = msg
+                    self.diag.set(ERROR, f'no input device: {msg}',
+                                  device=self.device or 'default')
+                    continue
+                self.get_logger().info(f'capturing from {desc}')
+                if last_error:
+                    self.get_logger().info('input device recovered')
+                last_error = ''
+                timeline = CaptureTimeline(cap.rate)
+                assembler = FrameAssembler(frame_samples=self.block, rate=self.rate)
+                self.diag.set(OK, f'capturing from {cap.name}', device=cap.name,
+                              rate=cap.rate)
+            block = cap.read(timeout=0.2)
+            if block is None:
+                why = cap.failed(self.stall_timeout_s)
+                if why and cap.is_open:
+                    cap.close()
+                    msg = f'input device {cap.name!r}: {why}'
+                    self.get_logger().error(f'{msg}; reopening')
+                    last_error = msg
+                    self.diag.set(ERROR, msg, device=cap.name)
+                    next_try = time.monotonic() + min(1.0, self.retry_s)
+                continue
+            self._publish(block, cap, timeline, assembler)
+            if cap.dropped != dropped_reported or cap.overflows:
+                dropped_reported = cap.dropped
+                self.diag.set(WARN if cap.dropped else OK,
+                              f'capturing from {cap.name}' +
+                              (f'; {cap.dropped} blocks dropped' if cap.dropped else ''),
+                              device=cap.name, dropped=cap.dropped, overflows=cap.overflows)
+        cap.close()
+
+    def _publish(self, block, cap, timeline, assembler) -> None:
+        # capture time (monotonic) -> node clock
+        node_now = now_sec(self)
+        t_capture = node_now - (time.monotonic() - block.t_capture)
+        samples = block.samples
+        t = timeline.stamp(t_capture, len(samples))
+        for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
+            self.pub.publish(audio_chunk(frame.samples, frame.t, self._seq, self.rate,
+                                         self.frame_id or cap.name))
+            self._seq += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3.0)
+
+
+def main(args=None):
+    run(MicrophoneNode, args=args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,434 @@
+"""brain: final transcriptions in -> streamed reply sentences, sentiment and tool calls out.
+
+Thin rclpy shell around :mod:`droid_brain.engine`: the LLM streams on the engine's worker
+thread (never on a callback); callbacks only hand turns over (latest wins) or cancel.
+
+Subscribes: speech/transcription (final only), voice/speech_event (INTERRUPTED = barge-in),
+audio/wake_word (a new conversation cancels the old reply).
+Publishes: brain/reply, brain/sentiment, brain/persona (latched), trace, /diagnostics.
+Action client: tools/call (droid_msgs/action/ToolCall).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionClient
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import ColorRGBA
+
+from droid_brain import sentiment, tools
+from droid_brain.clock import FuncClock
+from droid_brain.engine import Engine, Sink, Turn, TurnWorker
+from droid_brain.memory import SessionMemory, TokenCounter
+from droid_brain.mock_llm import MockBackend, MockScript, MockScriptError
+from droid_brain.personas import (PersonaError, PersonaStore, default_persona_dir,
+                                  default_state_file)
+from droid_brain.retry import RetryPolicy
+from droid_brain.stream import ToolResult
+from droid_common import names
+from droid_common.contract import constants
+from droid_common.ros import (ERROR, LATCHED_QOS, OK, RELIABLE_QOS, WARN, Diagnostics,
+                              check_choice, declare, log_prefix, now_sec, run, to_sec,
+                              to_time_msg)
+from droid_common.secrets import env_secret, redact
+from droid_msgs.action import ToolCall
+from droid_msgs.msg import (Persona, ReplySentence, Sentiment, SpeechEvent, TraceEvent,
+                            Transcription, WakeWord)
+
+TRACE = constants('TraceEvent')
+SPEECH = constants('SpeechEvent')
+BACKENDS = ('openai', 'mock')
+_LEVELS = {'ok': OK, 'warn': WARN, 'error': ERROR}
+
+
+def _share_file(*parts) -> str:
+    """A file of this package: the source tree's, else the installed share directory's."""
+    src = Path(__file__).resolve().parent.parent.joinpath(*parts)
+    if src.exists():
+        return str(src)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        return str(Path(get_package_share_directory('droid_brain')).joinpath(*parts))
+    except Exception:  # noqa: BLE001
+        return str(src)
+
+
+class _NodeSink(Sink):
+    """Engine output -> ROS messages (called on the worker thread)."""
+
+    def __init__(self, node: 'BrainNode'):
+        self.node = node
+
+    def sentence(self, turn, index, text, persona):
+        n = self.node
+        msg = ReplySentence(conversation_id=turn.conversation_id,
+                            utterance_id=turn.utterance_id, index=index, text=text,
+                            is_final=False, interrupted=False, persona=persona)
+        msg.header.stamp = n.get_clock().now().to_msg()
+        n.reply_pub.publish(msg)
+        n.get_logger().info(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
+
+    def end(self, turn, index, interrupted, reply_text, persona):
+        n = self.node
+        msg = ReplySentence(conversation_id=turn.conversation_id,
+                            utterance_id=turn.utterance_id, index=index, text='',
+                            is_final=True, interrupted=interrupted, persona=persona)
+        msg.header.stamp = n.get_clock().now().to_msg()
+        n.reply_pub.publish(msg)
+        if reply_text:
+            label, score = sentiment.analyse(reply_text)
+            s = Sentiment(conversation_id=turn.conversation_id,
+                          utterance_id=turn.utterance_id, label=label, score=score)
+            s.header.stamp = n.get_clock().now().to_msg()
+            n.sentiment_pub.publish(s)
+        how = ''
+        if interrupted:
+            how = ', interrupted' + (f': {turn.cancel_reason}' if turn.cancel_reason else '')
+        n.get_logger().info(f'{log_prefix(turn.conversation_id)}reply done '
+                            f'({index} sentences{how})')
+
+    def trace(self, turn, stage, detail=''):
+        n = self.node
+        msg = TraceEvent(conversation_id=turn.conversation_id, utterance_id=turn.utterance_id,
+                         stage=TRACE['STAGE_' + stage], node=n.get_fully_qualified_name(),
+                         detail=detail[:200])
+        msg.header.stamp = n.get_clock().now().to_msg()
+        msg.input_stamp = to_time_msg(turn.input_stamp)
+        n.trace_pub.publish(msg)
+
+    def status(self, level, message):
+        self.node.set_llm_status(level, message)
+
+
+class BrainNode(Node):
+    def __init__(self, node_name: str = 'brain'):
+        super().__init__(node_name)
+        log = self.get_logger()
+        p = {}
+        p['backend'] = declare(self, 'backend', 'openai',
+                               "LLM backend: 'openai' (any OpenAI-compatible server) or 'mock'",
+                               read_only=True, choices=BACKENDS)
+        check_choice('backend', p['backend'], BACKENDS)
+        p['base_url'] = declare(self, 'base_url', 'https://api.openai.com/v1',
+                                'OpenAI-compatible API base URL (Ollama: http://localhost:11434/v1)',
+                                read_only=True)
+        p['model'] = declare(self, 'model', 'gpt-4o-mini', 'Chat model name', read_only=True)
+        p['temperature'] = declare(self, 'temperature', 0.7, 'Sampling temperature',
+                                   min_value=0.0, max_value=2.0, read_only=True)
+        p['max_tokens'] = declare(self, 'max_tokens', 300, 'Maximum tokens per LLM response',
+                                  min_value=1, max_value=32768, read_only=True)
+        p['request_timeout_s'] = declare(self, 'request_timeout_s', 15.0,
+                                         'Timeout of one LLM request (connect and each read) [s]',
+                                         min_value=0.1, max_value=600.0, read_only=True)
+        p['max_retries'] = declare(self, 'max_retries', 2,
+                                   'Retries of a failed LLM request (5xx, 429, timeout)',
+                                   min_value=0, max_value=10, read_only=True)
+        p['retry_base_delay_s'] = declare(self, 'retry_base_delay_s', 0.5,
+                                          'First retry backoff, doubled per retry [s]',
+                                          min_value=0.0, max_value=30.0, read_only=True)
+        p['retry_max_delay_s'] = declare(self, 'retry_max_delay_s', 4.0,
+                                         'Longest retry backoff (also caps Retry-After) [s]',
+                                         min_value=0.0, max_value=120.0, read_only=True)
+        p['max_tool_rounds'] = declare(self, 'max_tool_rounds', 3,
+                                       'LLM rounds with tools offered per turn',
+                                       min_value=0, max_value=10, read_only=True)
+        p['token_budget'] = declare(self, 'token_budget', 4000,
+                                    'Session memory budget [tokens], trimmed after each turn',
+                                    min_value=200, max_value=1000000, read_only=True)
+        p['sentence_max_chars'] = declare(self, 'sentence_max_chars', 200,
+                                          'Cut a sentence without a stop beyond this length',
+                                          min_value=20, max_value=2000, read_only=True)
+        p['tool_timeout_s'] = declare(self, 'tool_timeout_s', 20.0,
+                                      'Longest wait for one ToolCall result [s]',
+                                      min_value=0.1, max_value=600.0, read_only=True)
+        p['tool_server_timeout_s'] = declare(self, 'tool_server_timeout_s', 2.0,
+                                             'Wait for the tool executor to be available [s]',
+                                             min_value=0.0, max_value=60.0, read_only=True)
+        p['persona'] = declare(self, 'persona', '',
+                               "Active persona (file stem in persona_dir); '' = the saved "
+                               'choice, else default_persona. Settable at run time.')
+        p['default_persona'] = declare(self, 'default_persona', 'rex',
+                                       'Persona used when nothing is saved', read_only=True)
+        p['persona_dir'] = declare(self, 'persona_dir', '',
+                                   "Directory of persona YAML files; '' = the package's",
+                                   read_only=True)
+        p['state_file'] = declare(self, 'state_file', '',
+                                  "User state file (active persona); '' = "
+                                  '$XDG_CONFIG_HOME/droid/brain_state.yaml', read_only=True)
+        p['mock_time_to_first_token_s'] = declare(
+            self, 'mock_time_to_first_token_s', 0.3, 'Mock backend: delay of the first token [s]',
+            min_value=0.0, max_value=60.0, read_only=True)
+        p['mock_token_rate'] = declare(self, 'mock_token_rate', 30.0,
+                                       'Mock backend: tokens per second (0 = unpaced)',
+                                       min_value=0.0, max_value=100000.0, read_only=True)
+        p['mock_script'] = declare(self, 'mock_script', '',
+                                   "Mock backend: reply script YAML; '' = the package's",
+                                   read_only=True)
+        self.p = p
+
+        self.diag = Diagnostics(self, hardware_id='llm')
+        self._cb = ReentrantCallbackGroup()
+        self.reply_pub = self.create_publisher(ReplySentence, names.REPLY, RELIABLE_QOS)
+        self.sentiment_pub = self.create_publisher(Sentiment, names.SENTIMENT, RELIABLE_QOS)
+        self.persona_pub = self.create_publisher(Persona, names.PERSONA, LATCHED_QOS)
+        self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
+        self.tool_client = ActionClient(self, ToolCall, names.TOOL_CALL, callback_group=self._cb)
+
+        # Personas (defaults -> user overrides -> persona) and the saved choice.
+        persona_dir = p['persona_dir'] or default_persona_dir()
+        state_file = p['state_file'] or default_state_file()
+        self.personas = PersonaStore(persona_dir, state_file, p['default_persona'])
+        for err in self.personas.errors:
+            log.error(err)
+        persona, warnings = self.personas.startup(p['persona'])
+        for w in warnings:
+            log.warning(f'persona: {w}')
+        if self.personas.errors:
+            self.diag.set(WARN, self.personas.errors[0], component='persona')
+        else:
+            self.diag.set(OK, f'persona {persona.name}', component='persona')
+        log.info(f"persona '{persona.name}' ({persona.display_name}); available: "
+                 f"{', '.join(self.personas.names) or '(none)'}")
+
+        self.memory = SessionMemory(persona.system_prompt, p['token_budget'],
+                                    TokenCounter(logger=log))
+        self.backend = self._make_backend()
+        self.engine = Engine(
+            self.backend, self.memory, _NodeSink(self), tool_runner=self._run_tools,
+            tools_schema=tools.openai_tools(), clock=FuncClock(lambda: now_sec(self)),
+            retry=RetryPolicy(p['max_retries'], p['retry_base_delay_s'], 2.0,
+                              p['retry_max_delay_s']),
+            max_tool_rounds=p['max_tool_rounds'], sentence_max_chars=p['sentence_max_chars'],
+            persona=lambda: self.personas.active, logger=log)
+        self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
+        self._seen: list = []
+
+        self.add_on_set_parameters_callback(self._check_params)
+        self.add_post_set_parameters_callback(self._apply_params)
+        if persona.name != p['persona']:
+            self.set_parameters([Parameter('persona', value=persona.name)])
+        self._publish_persona(persona)
+
+        self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
+                                 RELIABLE_QOS, callback_group=self._cb)
+        self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech_event,
+                                 RELIABLE_QOS, callback_group=self._cb)
+        self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS,
+                                 callback_group=self._cb)
+        log.info(f'brain ready: backend {self.backend.name}'
+                 + (f" ({p['base_url']}, model {p['model']})" if self.backend.name == 'openai'
+                    else ''))
+
+    # -- backend ------------------------------------------------------------------------
+    def _make_backend(self):
+        p, log = self.p, self.get_logger()
+        if p['backend'] == 'openai':
+            from droid_brain.llm_openai import OpenAIBackend, is_official_openai
+            key = env_secret('OPENAI_API_KEY')
+            if key or not is_official_openai(p['base_url']):
+                self.set_llm_status('ok', f"openai backend: {p['base_url']} model {p['model']}"
+                                    + ('' if key else ' (no OPENAI_API_KEY: local server)'))
+                return OpenAIBackend(p['base_url'], p['model'], key, p['temperature'],
+                                     p['max_tokens'], p['request_timeout_s'])
+            banner = '!' * 72
+            log.warning(f'\n{banner}\n!! OPENAI_API_KEY is not set and base_url is the official '
+                        f'OpenAI API:\n!! falling back to the MOCK brain (scripted replies).\n'
+                        f'!! Export OPENAI_API_KEY or set base_url to a local server.\n{banner}')
+            self.set_llm_status('warn', 'OPENAI_API_KEY not set: using the mock brain backend',
+                                sticky=True)
+        return self._make_mock()
+
+    def _make_mock(self):
+        p, log = self.p, self.get_logger()
+        path = p['mock_script'] or _share_file('config', 'mock_script.yaml')
+        try:
+            script = MockScript.load(path)
+        except MockScriptError as exc:
+            log.error(f'{exc}; the mock brain only has its default reply')
+            self.diag.set(ERROR, str(exc), component='mock script')
+            script = MockScript.from_dict({})
+        self.set_llm_status('ok', f'mock backend ({Path(path).name})')
+        return MockBackend(script, FuncClock(lambda: now_sec(self)),
+                           p['mock_time_to_first_token_s'], p['mock_token_rate'])
+
+    def set_llm_status(self, level: str, message: str, sticky: bool = False) -> None:
+        """LLM health on /diagnostics; a sticky WARN (mock fallback) is never cleared."""
+        lvl = _LEVELS.get(level, WARN)
+        if sticky:
+            self._llm_floor = (lvl, message)
+        floor = getattr(self, '_llm_floor', None)
+        if floor is not None and lvl < floor[0]:
+            lvl, message = floor[0], f'{floor[1]}; {message}'
+        self.diag.set(lvl, redact(message), component='llm')
+
+    # -- persona --------------------------------------------------------------------------
+    def _check_params(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == 'persona':
+                name = str(param.value or '')
+                if name and name.strip().lower() not in self.personas.personas:
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"unknown persona '{name}'; available: "
+                               f"{', '.join(self.personas.names) or '(none)'}")
+                if not name:
+                    return SetParametersResult(successful=False,
+                                               reason='persona must not be empty')
+        return SetParametersResult(successful=True)
+
+    def _apply_params(self, params) -> None:
+        for param in params:
+            if param.name != 'persona':
+                continue
+            name = str(param.value).strip().lower()
+            if name == self.personas.active.name:
+                continue
+            try:
+                persona, warning = self.personas.switch(name)
+            except PersonaError as exc:   # validated before: should not happen
+                self.get_logger().error(str(exc))
+                continue
+            self.memory.set_system_prompt(persona.system_prompt)
+            self._publish_persona(persona)
+            self.get_logger().info(f"persona switched to '{persona.name}' "
+                                   f'({persona.display_name})')
+            if warning:
+                self.get_logger().error(warning)
+                self.diag.set(WARN, warning, component='persona')
+            elif not self.personas.state.error:
+                self.diag.set(OK, f'persona {persona.name}', component='persona')
+
+    def _publish_persona(self, persona) -> None:
+        r, g, b = persona.eye_color
+        msg = Persona(name=persona.name, display_name=persona.display_name,
+                      elevenlabs_voice_id=persona.elevenlabs_voice_id,
+                      offline_voice=persona.offline_voice,
+                      offline_rate_wpm=float(persona.offline_rate_wpm),
+                      eye_theme=persona.eye_theme,
+                      eye_color=ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.persona_pub.publish(msg)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _on_transcription(self, msg: Transcription) -> None:
+        if not msg.is_final:
+            return
+        text = msg.text.strip()
+        key = (msg.conversation_id, msg.utterance_id)
+        if not text or key in self._seen:
+            return
+        self._seen = (self._seen + [key])[-100:]
+        self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard: {text}')
+        self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
+                                input_stamp=to_sec(msg.header.stamp)))
+
+    def _on_speech_event(self, msg: SpeechEvent) -> None:
+        if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:
+            return
+        if self.worker.cancel(msg.conversation_id, msg.utterance_id, 'barge-in'):
+            self.get_logger().info(f'{log_prefix(msg.conversation_id)}barge-in: reply cancelled')
+
+    def _on_wake(self, msg: WakeWord) -> None:
+        current = self.worker.current
+        if current is not None and current.conversation_id != msg.conversation_id:
+            self.worker.cancel(current.conversation_id, None, 'new conversation (wake word)')
+
+    def _dropped(self, turn: Turn) -> None:
+        """A queued turn replaced before it started: close it with an interrupted marker."""
+        msg = ReplySentence(conversation_id=turn.conversation_id,
+                            utterance_id=turn.utterance_id, index=0, is_final=True,
+                            interrupted=True, persona=self.personas.active.name)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.reply_pub.publish(msg)
+
+    # -- tools ----------------------------------------------------------------------------
+    def _run_tools(self, turn: Turn, calls) -> list:
+        """Send one ToolCall goal per call (all at once), wait for all results (worker thread)."""
+        log = self.get_logger()
+        pre = log_prefix(turn.conversation_id)
+        if not self.tool_client.wait_for_server(timeout_sec=self.p['tool_server_timeout_s']):
+            err = f'tool executor not available (no ToolCall server on {names.TOOL_CALL})'
+            log.warning(pre + err)
+            self.diag.set(WARN, err, component='tools')
+            return [ToolResult(False, error=err) for _ in calls]
+        self.diag.set(OK, 'tool executor available', component='tools')
+        entries = []
+        for c in calls:
+            entry = {'call': c, 'event': threading.Event(), 'handle': None, 'result': None}
+            goal = ToolCall.Goal(tool_name=c.name, arguments_json=c.arguments, call_id=c.id,
+                                 conversation_id=turn.conversation_id,
+                                 utterance_id=turn.utterance_id)
+            log.info(f'{pre}tool call {c.name}({c.arguments})')
+            future = self.tool_client.send_goal_async(goal)
+            future.add_done_callback(lambda f, e=entry: self._goal_response(f, e))
+            entries.append(entry)
+        deadline = time.monotonic() + self.p['tool_timeout_s']
+        for e in entries:
+            while not e['event'].wait(0.02):
+                if turn.cancel.is_set():
+                    self._cancel_goals(entries)
+                    return [x['result'] or ToolResult(False, error='cancelled') for x in entries]
+                if time.monotonic() > deadline:
+                    self._cancel_goals([e])
+                    e['result'] = ToolResult(
+                        False, error=f"tool {e['call'].name} timed out after "
+                                     f"{self.p['tool_timeout_s']:.0f} s")
+                    break
+        results = [e['result'] or ToolResult(False, error='no result') for e in entries]
+        for c, r in zip(calls, results):
+            log.info(f'{pre}tool {c.name} -> ' + ('ok ' + r.result_json if r.success
+                                                   else 'FAILED: ' + r.error))
+        return results
+
+    def _goal_response(self, future, entry) -> None:
+        try:
+            handle = future.result()
+        except Exception as exc:  # noqa: BLE001
+            entry['result'] = ToolResult(False, error=f'goal not sent: {exc}')
+            entry['event'].set()
+            return
+        if handle is None or not handle.accepted:
+            entry['result'] = ToolResult(False, error='tool executor rejected the call')
+            entry['event'].set()
+            return
+        entry['handle'] = handle
+        handle.get_result_async().add_done_callback(
+            lambda f, e=entry: self._goal_result(f, e))
+
+    @staticmethod
+    def _goal_result(future, entry) -> None:
+        try:
+            res = future.result().result
+            entry['result'] = ToolResult(bool(res.success), res.result_json or 'null',
+                                         res.error)
+        except Exception as exc:  # noqa: BLE001
+            entry['result'] = ToolResult(False, error=f'no result: {exc}')
+        entry['event'].set()
+
+    @staticmethod
+    def _cancel_goals(entries) -> None:
+        for e in entries:
+            handle = e.get('handle')
+            if handle is not None and not e['event'].is_set():
+                try:
+                    handle.cancel_goal_async()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def close(self) -> None:
+        self.worker.close()
+        self.backend.close()
+
+
+def main(args=None):
+    run(BrainNode, args=args)
+
+
+if __name__ == '__main__':
+    main()

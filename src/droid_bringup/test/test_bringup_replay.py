@@ -1,0 +1,83 @@
+"""Deterministic sim-time replay of recorded conversations through the mock droid.
+
+The bags (test/replay/bags/, made by ``python3 -m droid_bringup.make_replay_bags``) hold
+microphone audio (espeak-ng speech) and the mock STT's script. The replay node drives /clock
+and records everything the graph publishes; it must match test/replay/expected/ exactly,
+timestamps included. Set DROID_UPDATE_EXPECTED=1 to rewrite the expected files after an
+intended change (then review the diff).
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy')
+
+from droid_bringup.replay import diff, read_events, write_events  # noqa: E402
+from droid_common.contract import constants, constants_with_prefix  # noqa: E402
+from droid_common.testing import Process, ros_test_env  # noqa: E402
+
+HERE = Path(__file__).resolve().parent / 'replay'
+SPEECH = constants('SpeechEvent')
+STAGE = constants_with_prefix('TraceEvent', 'STAGE_')
+
+
+def replay(name: str, out: Path) -> list:
+    launch = ['ros2', 'launch', 'droid_bringup', 'droid.launch.py', 'profile:=mock',
+              'use_sim_time:=true', 'disable:=microphone']
+    with Process(launch, env=ros_test_env()) as graph:
+        run = subprocess.run(['ros2', 'run', 'droid_bringup', 'replay', '--bag',
+                              str(HERE / 'bags' / name), '--out', str(out)],
+                             capture_output=True, text=True, timeout=240, env=ros_test_env())
+        assert run.returncode == 0, run.stdout + run.stderr + graph.output()[-4000:]
+    return read_events(out)
+
+
+def check_expected(name: str, events: list) -> None:
+    expected_path = HERE / 'expected' / f'{name}.jsonl'
+    if os.environ.get('DROID_UPDATE_EXPECTED'):
+        expected_path.parent.mkdir(exist_ok=True)
+        write_events(events, expected_path)
+    problems = diff(read_events(expected_path), events)
+    assert not problems, f'{name} replay differs from {expected_path}:\n' + '\n'.join(problems)
+
+
+def of(events, topic, **fields):
+    return [e for e in events if e['topic'] == topic
+            and all(e.get(k) == v for k, v in fields.items())]
+
+
+def test_cantina_replay_plays_music_and_turns_the_eyes_red(tmp_path):
+    events = replay('cantina', tmp_path / 'out.jsonl')
+    finals = of(events, 'speech/transcription', is_final=True)
+    assert [f['text'] for f in finals] == ['play the cantina song and make your eyes red']
+    tools = [e['detail'] for e in of(events, 'trace', stage=STAGE['tool_goal'])]
+    assert any(t.startswith('play_music') for t in tools)
+    assert any(t.startswith('set_eyes') for t in tools)
+    assert of(events, 'brain/sentiment')
+    assert of(events, 'voice/speech_event', event=SPEECH['ENDED'], last_in_reply=True)
+    assert any(e['color']['r'] > 0.9 and e['color']['g'] < 0.1 for e in of(events, 'eyes/state'))
+    check_expected('cantina', events)
+
+
+def test_barge_in_replay_interrupts_the_droid(tmp_path):
+    events = replay('barge_in', tmp_path / 'out.jsonl')
+    assert of(events, 'voice/speech_event', event=SPEECH['INTERRUPTED'])
+    assert any(e['interrupted'] for e in of(events, 'brain/reply', is_final=True))
+    check_expected('barge_in', events)
+
+
+def test_failing_tool_replay_reports_the_error_and_apologises(tmp_path):
+    events = replay('failing_tool', tmp_path / 'out.jsonl')
+    results = [e['detail'] for e in of(events, 'trace', stage=STAGE['tool_result'])]
+    assert results and any('error' in r.lower() or 'fail' in r.lower() for r in results)
+    assert of(events, 'brain/reply', is_final=False)
+    check_expected('failing_tool', events)
+
+
+def test_the_same_replay_twice_gives_identical_output(tmp_path):
+    first = replay('cantina', tmp_path / 'a.jsonl')
+    second = replay('cantina', tmp_path / 'b.jsonl')
+    assert first and not diff(first, second)
