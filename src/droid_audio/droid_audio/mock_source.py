@@ -50,7 +50,9 @@ def strip_wake_phrase(text: str, phrases) -> str:
 
 
 def load_wav(path: str) -> np.ndarray:
-    data, rate = read_audio(path)
+    # float32 on purpose: droid_common.audio.to_int16_mono mixes multi-channel int16
+    # down to float and then scales it as if it were [-1, 1] float audio.
+    data, rate = read_audio(path, dtype='float32')
     return to_int16_mono(data, rate)
 
 
@@ -73,10 +75,10 @@ def load_bag(path: str, topic: str = '') -> np.ndarray:
             msg = store.deserialize_cdr(raw, conn.msgtype)
             x = np.asarray(msg.data, dtype=np.int16)
             ch = max(1, int(msg.channels))
-            if ch > 1:
-                x = x[: len(x) // ch * ch].reshape(-1, ch)
-            parts.append(to_int16_mono(x, int(msg.sample_rate)) if msg.sample_rate != MIC_RATE
-                         or ch > 1 else x)
+            if ch > 1 or msg.sample_rate != MIC_RATE:
+                x = x[: len(x) // ch * ch].reshape(-1, ch).astype(np.float32) / 32768.0
+                x = to_int16_mono(x, int(msg.sample_rate))
+            parts.append(x)
     return np.concatenate(parts) if parts else np.zeros(0, np.int16)
 
 

@@ -131,8 +131,7 @@ def parse_pattern(value) -> int:
             return value
         raise ValueError(f'unknown pattern number {value}')
     name = str(value).strip().lower()
-    if name.startswith('pattern_'):
-        name = name[len('pattern_'):]
+    name = name.removeprefix('pattern_')
     if name.isdigit():
         return parse_pattern(int(name))
     if name not in PATTERNS:
@@ -168,7 +167,7 @@ class ExpressionConfig:
     gap_hold: float = 0.6
 
     @classmethod
-    def from_flat(cls, flat: dict | None = None) -> 'ExpressionConfig':
+    def from_flat(cls, flat: dict | None = None) -> ExpressionConfig:
         """Build from dotted keys (``sentiment.positive.pattern``, ``themes.rex.ambient``);
         missing keys take :data:`DEFAULTS` / :data:`BUILTIN_THEMES`. ValueError if invalid."""
         p = dict(DEFAULTS)
@@ -243,6 +242,7 @@ class _Turn:
     mood: int | None = None
     mood_score: float = 0.0
     speaking: tuple | None = None     # (cid, utterance, sentence index) being spoken
+    speak_mood: int | None = None     # mood of the reply being spoken
     gap_until: float | None = None
     phase: _Phase | None = None
     stamps: dict = field(default_factory=dict)
@@ -327,21 +327,25 @@ class Expression:
             return None
         t = self._turn
         t.mood, t.mood_score = label, float(score)
+        if t.speaking is not None and t.speaking[1] == utterance:
+            t.speak_mood = label
         t.phase = _Phase('mood', now + self.config.sentiment_timeout, stamp)
         return self._update(now, (cid, utterance, stamp))
 
     def on_speech(self, cid: str, utterance: int, sentence: int, event: int,
                   last_in_reply: bool, stamp: float, now: float):
-        t = self._turn
         key = (cid, utterance, sentence)
         if event == SPEECH['STARTED']:
             if not self._admit('speech', cid, stamp) or not self._admit_turn(cid, utterance):
                 return None
+            t = self._turn          # (admission may have started a new conversation)
             t.speaking = key
+            t.speak_mood = t.mood
             t.gap_until = None
             if t.phase is not None and t.phase.name == 'thinking':
                 t.phase = None
             return self._update(now, (cid, utterance, stamp))
+        t = self._turn
         if event not in (SPEECH['ENDED'], SPEECH['INTERRUPTED']):
             return self._ignore(f'speech: unknown event {event}')
         if t.speaking != key:
@@ -424,7 +428,6 @@ class Expression:
     def _ignore(self, why: str):
         self.last_ignored = why
         self.ignored += 1
-        return None
 
     def _admit(self, kind: str, cid: str, stamp: float, adopt: bool = True) -> bool:
         t = self._turn
@@ -496,7 +499,8 @@ class Expression:
         mood = LABEL_NAMES.get(t.mood) if t.mood is not None else None
         if t.speaking is not None or t.gap_until is not None:
             lk = cfg.looks['speaking']
-            color = theme[mood] if mood else theme['speaking']
+            smood = LABEL_NAMES.get(t.speak_mood) if t.speak_mood is not None else None
+            color = theme[smood] if smood else theme['speaking']
             cid = t.speaking[0] if t.speaking is not None else t.cid
             return EyeLook(lk.pattern, color, lk.brightness, lk.speed, SOURCES['speech'], cid)
         if t.phase is not None:

@@ -10,18 +10,46 @@ mock keeps exactly the real node's contract. Subclasses implement the output:
 
 from __future__ import annotations
 
+from droid_common import names
+from droid_common.ros import (
+    LATCHED_QOS,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    Diagnostics,
+    declare,
+    fail_fast,
+    log_prefix,
+    now_sec,
+    to_sec,
+    to_time_msg,
+)
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA, UInt8MultiArray
 
-from droid_common import names
-from droid_common.ros import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, Diagnostics, declare,
-                              fail_fast, log_prefix, now_sec, to_sec, to_time_msg)
-from droid_msgs.msg import (EyeCommand, EyeState, Persona, ReplySentence, Sentiment,
-                            SpeechAmplitude, SpeechEvent, SystemMode, TraceEvent,
-                            Transcription, WakeWord)
-
-from droid_eyes.expression import (BUILTIN_THEMES, DEFAULTS, DESCRIPTIONS, LOOK_KEYS, MODES,
-                                   PATTERNS, THEME_KEYS, Expression, ExpressionConfig)
+from droid_eyes.expression import (
+    BUILTIN_THEMES,
+    DEFAULTS,
+    DESCRIPTIONS,
+    LOOK_KEYS,
+    MODES,
+    PATTERNS,
+    THEME_KEYS,
+    Expression,
+    ExpressionConfig,
+)
+from droid_msgs.msg import (
+    EyeCommand,
+    EyeState,
+    Persona,
+    ReplySentence,
+    Sentiment,
+    SpeechAmplitude,
+    SpeechEvent,
+    SystemMode,
+    TraceEvent,
+    Transcription,
+    WakeWord,
+)
 
 # Debug topic: every frame written to the device (droid_common.names has no entry yet).
 FRAMES = 'eyes/frames'
@@ -159,7 +187,14 @@ class EyesNodeBase(Node):
     def _now(self) -> float:
         return now_sec(self)
 
-    def _apply(self, change, why: str = '') -> None:
+    def _stamp(self, msg) -> float:
+        """The message's stamp in seconds; an unset (zero) stamp counts as received now."""
+        t = to_sec(msg.header.stamp)
+        return t if t > 0.0 else self._now()
+
+    def _apply(self, change, why: str = '', stamp_msg=None) -> None:
+        """Output a change; ``stamp_msg`` is the triggering message's exact stamp (the
+        expression works in float seconds, which lose ~100 ns at epoch scale)."""
         if change is None:
             if self.expr.last_ignored and why:
                 self.get_logger().debug(f'{why}: ignored ({self.expr.last_ignored})')
@@ -176,7 +211,7 @@ class EyesNodeBase(Node):
             msg.conversation_id = cid
             msg.utterance_id = int(utterance)
             msg.stage = TraceEvent.STAGE_EYES_REACTED
-            msg.input_stamp = to_time_msg(input_stamp)
+            msg.input_stamp = stamp_msg if stamp_msg is not None else to_time_msg(input_stamp)
             msg.node = self.get_fully_qualified_name()
             msg.detail = look.describe()
             self.trace_pub.publish(msg)
@@ -204,45 +239,50 @@ class EyesNodeBase(Node):
 
     def _on_sentiment(self, msg: Sentiment) -> None:
         self._apply(self.expr.on_sentiment(msg.conversation_id, msg.utterance_id, msg.label,
-                                           msg.score, to_sec(msg.header.stamp), self._now()),
-                    'sentiment')
+                                           msg.score, self._stamp(msg), self._now()),
+                    'sentiment', msg.header.stamp)
 
     def _on_speech(self, msg: SpeechEvent) -> None:
         self._apply(self.expr.on_speech(msg.conversation_id, msg.utterance_id,
                                         msg.sentence_index, msg.event, msg.last_in_reply,
-                                        to_sec(msg.header.stamp), self._now()), 'speech')
+                                        self._stamp(msg), self._now()), 'speech',
+                    msg.header.stamp)
 
     def _on_amplitude(self, msg: SpeechAmplitude) -> None:
         value = self.expr.on_amplitude(msg.conversation_id, msg.amplitude,
-                                       to_sec(msg.header.stamp))
+                                       self._stamp(msg))
         if value is not None:
             self.output_amplitude(value)
 
     def _on_mode(self, msg: SystemMode) -> None:
-        self._apply(self.expr.on_mode(msg.mode, to_sec(msg.header.stamp), self._now()), 'mode')
+        self._apply(self.expr.on_mode(msg.mode, self._stamp(msg), self._now()), 'mode',
+                    msg.header.stamp)
 
     def _on_command(self, msg: EyeCommand) -> None:
         duration = msg.duration.sec + msg.duration.nanosec * 1e-9
         c = msg.color
         self._apply(self.expr.on_command(msg.conversation_id, msg.pattern, (c.r, c.g, c.b),
                                          msg.brightness, msg.speed, duration,
-                                         to_sec(msg.header.stamp), self._now()), 'command')
+                                         self._stamp(msg), self._now()), 'command',
+                    msg.header.stamp)
 
     def _on_persona(self, msg: Persona) -> None:
         c = msg.eye_color
         self._apply(self.expr.on_persona(msg.eye_theme, (c.r, c.g, c.b),
-                                         to_sec(msg.header.stamp), self._now()), 'persona')
+                                         self._stamp(msg), self._now()), 'persona',
+                    msg.header.stamp)
 
     def _on_wake(self, msg: WakeWord) -> None:
-        self._apply(self.expr.on_wake(msg.conversation_id, to_sec(msg.header.stamp),
-                                      self._now()), 'wake word')
+        self._apply(self.expr.on_wake(msg.conversation_id, self._stamp(msg),
+                                      self._now()), 'wake word', msg.header.stamp)
 
     def _on_transcription(self, msg: Transcription) -> None:
         self._apply(self.expr.on_transcription(msg.conversation_id, msg.utterance_id,
-                                               msg.is_final, to_sec(msg.header.stamp),
-                                               self._now()), 'transcription')
+                                               msg.is_final, self._stamp(msg),
+                                               self._now()), 'transcription',
+                    msg.header.stamp)
 
     def _on_reply(self, msg: ReplySentence) -> None:
         self._apply(self.expr.on_reply(msg.conversation_id, msg.utterance_id, msg.is_final,
-                                       msg.interrupted, to_sec(msg.header.stamp), self._now()),
-                    'reply')
+                                       msg.interrupted, self._stamp(msg), self._now()),
+                    'reply', msg.header.stamp)

@@ -120,7 +120,7 @@ class SerialLink:
         self._ever_connected = False
 
     # ---- API (any thread, never blocks) -------------------------------------------------
-    def start(self) -> 'SerialLink':
+    def start(self) -> SerialLink:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name='eyes-serial', daemon=True)
             self._thread.start()

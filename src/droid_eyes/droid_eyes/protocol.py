@@ -224,7 +224,7 @@ def _u8(x: float) -> int:
         return 0
     if x != x:  # NaN
         return 0
-    return max(0, min(255, int(round(x * 255.0))))
+    return int(round(max(0.0, min(1.0, x)) * 255.0))
 
 
 @dataclass(frozen=True)
@@ -238,9 +238,10 @@ class DeviceState:
     speed_centihz: int = 0
 
     @classmethod
-    def from_floats(cls, pattern: int, rgb, brightness: float, speed_hz: float) -> 'DeviceState':
+    def from_floats(cls, pattern: int, rgb, brightness: float, speed_hz: float) -> DeviceState:
         try:
-            speed = max(0, min(0xFFFF, int(round(float(speed_hz) * 100.0))))
+            speed = float(speed_hz)
+            speed = 0 if speed != speed else int(round(max(0.0, min(655.35, speed)) * 100.0))
         except (TypeError, ValueError):
             speed = 0
         r, g, b = (tuple(rgb) + (0.0, 0.0, 0.0))[:3]
@@ -251,7 +252,7 @@ class DeviceState:
                            self.speed_centihz)
 
     @classmethod
-    def unpack(cls, payload: bytes) -> 'DeviceState':
+    def unpack(cls, payload: bytes) -> DeviceState:
         return cls(*struct.unpack('>BBBBBH', bytes(payload[:STATE_SIZE])))
 
 

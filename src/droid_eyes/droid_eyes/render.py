@@ -78,10 +78,17 @@ def eye_pixels(pattern: int, color, brightness: float, speed: float, amplitude: 
     return mask[:, :, None] * rgb[None, None, :] * float(np.clip(brightness * lvl, 0, 1))
 
 
+GAMMA = 0.45   # LEDs look brighter than their duty cycle: display values as v ** GAMMA
+
+
+def _display(pixels: np.ndarray) -> np.ndarray:
+    return (np.clip(pixels, 0, 1) ** GAMMA * 255 + 0.5).astype(np.uint8)
+
+
 def to_png(pixels: np.ndarray, scale: int = 12, gap: int = 2) -> bytes:
     """An (H, W, 3) float image -> PNG bytes, each pixel an LED of ``scale`` px."""
     h, w, _ = pixels.shape
-    img8 = (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
+    img8 = _display(pixels)
     # unlit LEDs as dark grey dots, so the matrix is visible when off
     img8 = np.where(img8.sum(axis=2, keepdims=True) == 0, np.uint8(28), img8)
     big = np.zeros((h * scale, w * scale, 3), dtype=np.uint8)
@@ -110,9 +117,9 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 def to_ansi(pixels: np.ndarray, title: str = '') -> str:
     """An (H, W, 3) float image -> lines of 24-bit ANSI colour blocks (2 chars per LED)."""
     out = [title] if title else []
-    for row in np.clip(pixels, 0, 1):
+    for row in _display(pixels).astype(int):
         line = []
-        for r, g, b in (row * 255 + 0.5).astype(int):
+        for r, g, b in row:
             if r == g == b == 0:
                 line.append('\x1b[38;2;60;60;60m··')
             else:

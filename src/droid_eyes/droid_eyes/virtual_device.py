@@ -60,7 +60,7 @@ class VirtualEyesDevice:
         self._muted = False
 
     # ---- life cycle ---------------------------------------------------------------------
-    def plug(self) -> 'VirtualEyesDevice':
+    def plug(self) -> VirtualEyesDevice:
         """Connect: a fresh pty, the symlink pointed at it, the device boots."""
         if self.plugged:
             return self

@@ -90,7 +90,8 @@ class TrackReader:
         try:
             self._file = soundfile.SoundFile(path)
         except Exception as exc:  # noqa: BLE001 - LibsndfileError, OSError, ...
-            raise MusicError(f'cannot read {Path(path).name}: {exc}') from None
+            why = 'not a readable audio file' if Path(path).is_file() else 'missing file'
+            raise MusicError(f'cannot read {Path(path).name}: {why} ({exc})') from None
         self.path = path
         self.sample_rate = int(self._file.samplerate)
         self.file_channels = int(self._file.channels)

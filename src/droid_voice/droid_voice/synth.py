@@ -264,7 +264,8 @@ class ElevenLabsBackend(Backend):
         from websockets.sync.client import connect
         try:
             conn = connect(self._ws_url(voice_id), additional_headers={'xi-api-key': self._key},
-                           open_timeout=self.timeout, close_timeout=1.0, max_size=None)
+                           open_timeout=self.timeout, close_timeout=1.0, max_size=None,
+                           legacy=True)
             conn.send(json.dumps({'text': ' ', 'voice_settings': {
                 'stability': self.stability, 'similarity_boost': self.similarity_boost}}))
             return conn

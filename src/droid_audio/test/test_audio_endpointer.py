@@ -1,0 +1,291 @@
+"""Pure-logic tests of the listener's decisions (no models, no ROS): synthetic frames,
+a fake timeline of 80 ms frames, fixed conversation ids."""
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from droid_audio.endpointer import (MODE, SPEECH, STAGE, UTT, ListenerConfig, ListenerCore,
+                                    TraceMark, UtteranceEvent, VoiceActivityEvent, WakeEvent,
+                                    parse_mode)
+
+F = 0.08  # frame length [s]
+
+
+class Driver:
+    """Feeds frames at t = i * 80 ms; each frame's samples hold its index."""
+
+    def __init__(self, mode='INTERACTIVE', **cfg):
+        ids = (f'conv{i}' for i in itertools.count(1))
+        self.core = ListenerCore(ListenerConfig(**cfg), initial_mode=MODE[mode],
+                                 id_factory=lambda: next(ids))
+        self.i = 0
+        self.events = []
+
+    @property
+    def t(self):
+        return self.i * F
+
+    def feed(self, n=1, prob=0.0, wake=0.0):
+        out = []
+        for _ in range(n):
+            samples = np.full(1280, self.i % 30000, dtype=np.int16)
+            out += self.core.process(self.t, samples, {'hey_jarvis': wake}, prob)
+            self.i += 1
+        self.events += out
+        return out
+
+    def speech_event(self, event, cid='', last=False):
+        self.core.on_speech_event(SPEECH[event], self.t, cid, last)
+
+    def of(self, kind, events=None):
+        return [e for e in (self.events if events is None else events) if isinstance(e, kind)]
+
+    def utt(self, state=None, events=None):
+        return [e for e in self.of(UtteranceEvent, events)
+                if state is None or e.state == UTT[state]]
+
+    def stages(self, stage):
+        return [e for e in self.of(TraceMark) if e.stage == STAGE[stage]]
+
+
+def test_wake_word_starts_conversation_with_preroll_and_silence_ends_it():
+    d = Driver(mode='IDLE', preroll_ms=400, silence_ms=600, min_speech_ms=160)
+    d.feed(10, prob=0.0)                       # background
+    d.feed(3, prob=0.9)                        # "hey jarvis"
+    ev = d.feed(1, prob=0.9, wake=0.95)        # wake fires at frame 13
+    wakes = d.of(WakeEvent, ev)
+    assert len(wakes) == 1 and wakes[0].conversation_id == 'conv1'
+    assert wakes[0].model == 'hey_jarvis' and wakes[0].score == pytest.approx(0.95)
+    started = d.utt('STARTED', ev)
+    assert len(started) == 1
+    s = started[0]
+    assert s.trigger == UTT['TRIGGER_WAKE_WORD'] and s.utterance_id == 1
+    # 400 ms pre-roll = 5 frames before the wake frame, plus the wake frame itself
+    assert len(s.audio) == 6 * 1280
+    assert s.t == pytest.approx(8 * F) and s.audio_start == pytest.approx(8 * F)
+    assert s.audio[0] == 8 and s.audio[-1] == 13
+    d.feed(10, prob=0.9)                       # the command
+    assert len(d.stages('STAGE_SPEECH_START')) == 1
+    ev = d.feed(7, prob=0.0)                   # 560 ms: not yet
+    assert not d.utt('ENDED', ev)
+    ev = d.feed(1, prob=0.0)                   # 640 ms >= 600 ms
+    ended = d.utt('ENDED', ev)
+    assert len(ended) == 1
+    e = ended[0]
+    assert e.end_reason == UTT['END_SILENCE'] and e.conversation_id == 'conv1'
+    assert e.audio_end == pytest.approx(24 * F)       # end of the last voiced frame
+    assert len(d.stages('STAGE_SPEECH_END')) == 1
+    assert [x.state for x in d.utt()] == [UTT['STARTED']] + [UTT['AUDIO']] * 18 + [UTT['ENDED']]
+    assert len(d.stages('STAGE_WAKE')) == 1
+
+
+def test_wake_with_no_speech_after_it_ends_after_timeout():
+    d = Driver(mode='IDLE', wake_timeout_s=2.0)
+    d.feed(5)
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(1, prob=0.9)                        # tail of "jarvis": not enough speech
+    ev = d.feed(22)                            # until 2.0 s after the wake frame's start
+    assert not d.utt('ENDED', ev)
+    ev = d.feed(1)
+    ended = d.utt('ENDED', ev)
+    assert ended and ended[0].end_reason == UTT['END_SILENCE']
+
+
+def test_max_length_ends_utterance():
+    d = Driver(mode='IDLE', max_utterance_s=2.0)
+    d.feed(1, prob=0.9, wake=0.9)
+    ev = d.feed(30, prob=0.9)
+    ended = d.utt('ENDED', ev)
+    assert len(ended) == 1 and ended[0].end_reason == UTT['END_MAX_LENGTH']
+    assert len(d.utt('AUDIO')) == 24           # 25 frames = 2.0 s including the wake frame
+
+
+def test_refractory_and_new_conversation_per_wake():
+    d = Driver(mode='IDLE', refractory_s=2.0)
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(5, prob=0.9, wake=0.9)              # the same phrase keeps scoring high
+    assert len(d.of(WakeEvent)) == 1
+    assert d.core.stats['wake_refractory'] == 5
+    d.feed(20, prob=0.9)
+    ev = d.feed(1, prob=0.9, wake=0.9)         # 2.08 s later: a new wake
+    assert [w.conversation_id for w in d.of(WakeEvent)] == ['conv1', 'conv2']
+    # the open utterance of conv1 is cancelled, conv2 starts at utterance 1
+    cancelled = d.utt('CANCELLED', ev)
+    assert len(cancelled) == 1 and cancelled[0].conversation_id == 'conv1'
+    assert cancelled[0].end_reason == UTT['END_CANCELLED']
+    started = d.utt('STARTED', ev)
+    assert started[0].conversation_id == 'conv2' and started[0].utterance_id == 1
+
+
+def test_below_threshold_never_wakes():
+    d = Driver(mode='IDLE', threshold=0.5)
+    d.feed(50, prob=0.9, wake=0.49)
+    assert not d.of(WakeEvent) and not d.utt()
+
+
+def test_follow_up_window_after_reply():
+    d = Driver(mode='INTERACTIVE', follow_up_s=3.0, onset_ms=160, echo_tail_ms=0)
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(5, prob=0.9)
+    d.feed(10)                                 # ends (silence)
+    assert len(d.utt('ENDED')) == 1
+    # the droid answers, then finishes its reply
+    d.speech_event('STARTED', 'conv1')
+    d.feed(10)
+    d.speech_event('ENDED', 'conv1', last=True)
+    d.feed(5)
+    ev = d.feed(2, prob=0.9)                   # voice onset: 2 frames = 160 ms
+    started = d.utt('STARTED', ev)
+    assert len(started) == 1
+    s = started[0]
+    assert s.trigger == UTT['TRIGGER_FOLLOW_UP']
+    assert s.conversation_id == 'conv1' and s.utterance_id == 2
+    assert len(d.of(WakeEvent)) == 1           # no wake word needed
+    assert len(s.audio) > 2 * 1280             # pre-roll included
+
+
+def test_follow_up_window_expires_and_needs_interactive_mode():
+    d = Driver(mode='INTERACTIVE', follow_up_s=1.0, echo_tail_ms=0)
+    d.speech_event('ENDED', 'convX', last=True)
+    d.feed(15)                                 # 1.2 s > window
+    d.feed(5, prob=0.9)
+    assert not d.utt()
+
+    d = Driver(mode='IDLE', follow_up_s=5.0, echo_tail_ms=0)
+    d.speech_event('ENDED', 'convX', last=True)
+    d.feed(5, prob=0.9)
+    assert not d.utt()                         # IDLE: wake word only
+
+    d = Driver(mode='INTERACTIVE', follow_up_s=5.0, echo_tail_ms=0)
+    d.speech_event('ENDED', 'convX', last=False)   # not the end of the reply
+    d.feed(5, prob=0.9)
+    assert not d.utt()
+
+
+def test_self_hearing_guard_blocks_own_voice_and_wake_word():
+    d = Driver(mode='INTERACTIVE', barge_in_threshold=0.95, barge_in_ms=240,
+               echo_tail_ms=300)
+    d.speech_event('STARTED', 'conv7')
+    # the droid's own voice: clearly speech, but below the barge-in threshold
+    d.feed(30, prob=0.9)
+    # ... and it even says the wake phrase
+    d.feed(3, prob=0.9, wake=0.99)
+    assert not d.utt() and not d.of(WakeEvent)
+    assert d.core.stats['wake_guarded'] == 3
+    vas = d.of(VoiceActivityEvent)
+    assert vas and all(not v.speaking and v.during_droid_speech for v in vas)
+    d.speech_event('ENDED', 'conv7', last=False)
+    # echo tail: still guarded for 300 ms
+    d.feed(2, prob=0.9, wake=0.99)
+    assert not d.of(WakeEvent)
+    d.feed(3, prob=0.0)
+    d.feed(1, prob=0.9, wake=0.99)             # after the tail: the wake word works again
+    assert len(d.of(WakeEvent)) == 1
+
+
+def test_barge_in_raises_voice_activity_and_starts_utterance_in_same_conversation():
+    d = Driver(mode='INTERACTIVE', barge_in_threshold=0.95, barge_in_ms=240)
+    d.speech_event('STARTED', 'conv7')
+    d.feed(10, prob=0.9)                       # own voice
+    ev = d.feed(2, prob=0.99)
+    assert not d.utt(events=ev)                # 160 ms < 240 ms
+    ev = d.feed(1, prob=0.99)
+    va = d.of(VoiceActivityEvent, ev)
+    assert va and va[-1].speaking and va[-1].during_droid_speech
+    started = d.utt('STARTED', ev)
+    assert len(started) == 1
+    assert started[0].trigger == UTT['TRIGGER_BARGE_IN']
+    assert started[0].conversation_id == 'conv7'
+    assert [t.detail for t in d.stages('STAGE_SPEECH_START')] == ['barge_in']
+    # the voice node interrupts the droid; the user goes on, then stops
+    d.speech_event('INTERRUPTED', 'conv7')
+    d.feed(5, prob=0.9)
+    ev = d.feed(10, prob=0.0)
+    assert d.utt('ENDED', ev)[0].conversation_id == 'conv7'
+
+
+def test_barge_in_needs_interactive_mode_but_voice_activity_still_reported():
+    d = Driver(mode='AMBIENT', barge_in_threshold=0.95, barge_in_ms=160)
+    d.speech_event('STARTED', '')
+    d.feed(5, prob=0.99)
+    assert not d.utt()
+    assert any(v.speaking for v in d.of(VoiceActivityEvent))
+
+
+def test_sleep_ignores_audio_and_cancels_open_utterance():
+    d = Driver(mode='IDLE')
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(3, prob=0.9)
+    ev = d.core.set_mode(MODE['SLEEP'], d.t)
+    assert [e.state for e in d.utt(events=ev)] == [UTT['CANCELLED']]
+    n = len(d.events)
+    d.feed(30, prob=0.9, wake=0.99)
+    assert len(d.events) == n                  # nothing at all while asleep
+    assert d.core.stats['frames_sleep'] == 30
+    d.core.set_mode(MODE['IDLE'], d.t)
+    d.feed(1, prob=0.9, wake=0.99)
+    assert len(d.of(WakeEvent)) == 2           # awake again: the wake word works
+
+
+def test_voice_activity_on_change_and_steady_rate():
+    d = Driver(mode='IDLE', onset_ms=160, hangover_ms=240, vad_period_s=1.0)
+    d.feed(30)
+    steady = d.of(VoiceActivityEvent)
+    assert len(steady) == 3                    # t = 0, 1.04, 2.08 (every >= 1 s)
+    ev = d.feed(2, prob=0.8)
+    assert [v.speaking for v in d.of(VoiceActivityEvent, ev)] == [True]
+    ev = d.feed(3, prob=0.1)
+    assert [v.speaking for v in d.of(VoiceActivityEvent, ev)] == [False]
+
+
+def test_parse_mode():
+    assert parse_mode('interactive') == MODE['INTERACTIVE']
+    assert parse_mode(0) == MODE['SLEEP']
+    assert parse_mode('2') == MODE['AMBIENT']
+    with pytest.raises(ValueError):
+        parse_mode('party')
+
+
+frame_kinds = st.tuples(st.floats(0.0, 1.0), st.sampled_from([0.0, 0.0, 0.0, 0.97]))
+control = st.sampled_from([None, None, None, None, 'STARTED', 'ENDED', 'INTERRUPTED',
+                           'SLEEP', 'IDLE', 'INTERACTIVE'])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(frame_kinds, control), min_size=1, max_size=300))
+def test_utterance_streams_are_well_formed(steps):
+    """Whatever happens, each (conversation, utterance) is STARTED, AUDIO*, then exactly
+    one ENDED/CANCELLED; ids grow within a conversation; audio only on STARTED/AUDIO."""
+    d = Driver(mode='INTERACTIVE', refractory_s=0.5, max_utterance_s=3.0)
+    for (prob, wake), ctl in steps:
+        if ctl in ('STARTED', 'ENDED', 'INTERRUPTED'):
+            d.speech_event(ctl, d.core.conversation_id, last=True)
+        elif ctl is not None:
+            d.events += d.core.set_mode(MODE[ctl], d.t)
+        d.feed(1, prob=prob, wake=wake)
+    open_key = None
+    seen = set()
+    last_uid = {}
+    for e in d.utt():
+        key = (e.conversation_id, e.utterance_id)
+        if e.state == UTT['STARTED']:
+            assert open_key is None, 'two utterances open at once'
+            assert key not in seen
+            assert e.utterance_id == last_uid.get(e.conversation_id, 0) + 1
+            last_uid[e.conversation_id] = e.utterance_id
+            seen.add(key)
+            open_key = key
+            assert len(e.audio) >= 1280
+        else:
+            assert key == open_key
+            if e.state == UTT['AUDIO']:
+                assert len(e.audio) == 1280
+            else:
+                assert len(e.audio) == 0
+                open_key = None
+    times = [e.t for e in d.utt() if e.state == UTT['AUDIO']]
+    assert times == sorted(times)

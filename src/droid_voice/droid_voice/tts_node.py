@@ -1,0 +1,465 @@
+"""The ``tts`` node: speaks reply sentences and Speak goals; lifecycle, amplitude, barge-in.
+
+Thin rclpy shell around :mod:`droid_voice.sentences` (which sentences to speak),
+:mod:`droid_voice.speaker` (synthesis ahead of playback, timed events) and
+:mod:`droid_voice.output` (sounddevice, or the mock speaker paced by the node clock).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+
+from droid_common import names
+from droid_common.ros import (ERROR, OK, RELIABLE_QOS, SENSOR_QOS, LATCHED_QOS, WARN,
+                              Diagnostics, check_choice, declare, log_prefix, now_sec, run,
+                              to_sec, to_time_msg)
+from droid_common.secrets import env_secret, redact
+from droid_msgs.action import Speak
+from droid_msgs.msg import (Persona, ReplySentence, SpeechAmplitude, SpeechEvent, TraceEvent,
+                            VoiceActivity)
+from droid_voice.output import MockOutput, SoundDeviceOutput
+from droid_voice.sentences import Drop, ReplyEnd, Sentence, Speak as SpeakAction, Supersede
+from droid_voice.sentences import TurnTracker
+from droid_voice.speaker import COMPLETED, FAILED, INTERRUPTED, Speaker, Utterance
+from droid_voice.synth import (DEFAULT_ELEVENLABS_MODEL, RATE, ElevenLabsBackend,
+                               EspeakBackend, MockBackend, VoiceSpec)
+
+BACKENDS = ('elevenlabs', 'espeak', 'mock')
+OUTPUTS = ('sounddevice', 'mock')
+_RESULT = {COMPLETED: Speak.Result.COMPLETED, INTERRUPTED: Speak.Result.INTERRUPTED,
+           FAILED: Speak.Result.FAILED}
+
+
+class TtsNode(Node):
+    def __init__(self, node_name: str = 'tts', **kwargs):
+        super().__init__(node_name, **kwargs)
+        p = self._declare_params()
+        self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
+        self._fqn = self.get_fully_qualified_name()
+        self._persona = Persona()
+        self._persona_lock = threading.Lock()
+        self._tracker = TurnTracker(reorder_timeout=p['reorder_timeout'])
+        self._tracker_lock = threading.Lock()
+        self._turns: dict = {}             # key -> {'first_audio', 'last_ended', 'stamp'}
+        self._goal_utts: dict = {}         # goal uuid bytes -> Utterance
+        self._last_amplitude = 0.0
+        self._fallbacks = 0
+        self._record = open(p['record_path'], 'a', encoding='utf-8') if p['record_path'] else None
+        self._record_lock = threading.Lock()
+
+        primary, fallback, backend_msg, level = self._make_backends(p)
+        self.speaker = Speaker(primary, fallback, clock=self._now, fade_s=p['fade_ms'] / 1000.0,
+                               amplitude_hz=p['amplitude_rate_hz'], queue_size=p['queue_size'],
+                               default_voice=lambda: self._voice_for(''),
+                               on_warning=self._on_synth_warning,
+                               fallback_cooldown=p['fallback_cooldown'])
+        self.diag.set(level, backend_msg, component='synthesis', backend=primary.name)
+
+        # Publishers / subscriptions / action.
+        self.pub_event = self.create_publisher(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        self.pub_amp = self.create_publisher(SpeechAmplitude, names.AMPLITUDE, SENSOR_QOS)
+        self.pub_trace = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
+        topics = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(ReplySentence, names.REPLY, self._on_reply, RELIABLE_QOS,
+                                 callback_group=topics)
+        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS,
+                                 callback_group=topics)
+        self.create_subscription(VoiceActivity, names.VOICE_ACTIVITY, self._on_voice_activity,
+                                 SENSOR_QOS, callback_group=ReentrantCallbackGroup())
+        self._action = ActionServer(self, Speak, names.SPEAK, execute_callback=self._execute,
+                                    goal_callback=lambda goal: GoalResponse.ACCEPT,
+                                    cancel_callback=self._on_cancel,
+                                    callback_group=ReentrantCallbackGroup())
+        self.create_timer(0.25, self._poll_tracker, callback_group=topics)
+
+        # Output last: it starts pulling audio right away.
+        self.output = self._make_output(p)
+        self._stop = threading.Event()
+        self._events_thread = threading.Thread(target=self._events_loop, name='tts-events',
+                                               daemon=True)
+        self._events_thread.start()
+        self.get_logger().info(
+            f'tts ready: backend {primary.name}'
+            f'{" (fallback " + fallback.name + ")" if fallback else ""}, output {p["output"]}, '
+            f'amplitude {p["amplitude_rate_hz"]:.0f} Hz, fade {p["fade_ms"]:.0f} ms')
+
+    # -- setup ----------------------------------------------------------------------------
+    def _declare_params(self) -> dict:
+        d = {}
+        d['backend'] = declare(self, 'backend', 'elevenlabs',
+                               'Synthesis backend: elevenlabs | espeak | mock (elevenlabs without '
+                               'ELEVENLABS_API_KEY falls back to espeak)', read_only=True,
+                               choices=BACKENDS)
+        check_choice('backend', d['backend'], BACKENDS)
+        d['output'] = declare(self, 'output', 'sounddevice',
+                              'Audio output: sounddevice | mock (no device, paced by the node clock)',
+                              read_only=True, choices=OUTPUTS)
+        check_choice('output', d['output'], OUTPUTS)
+        d['device'] = declare(self, 'device', '', 'Output device (index or name substring); '
+                              'empty = default', read_only=True)
+        d['blocksize'] = declare(self, 'blocksize', 160, 'Output block [samples at 16 kHz]; '
+                                 'small blocks make barge-in faster', min_value=0, max_value=4096,
+                                 read_only=True)
+        d['model_id'] = declare(self, 'model_id', DEFAULT_ELEVENLABS_MODEL,
+                                'ElevenLabs model id', read_only=True)
+        d['voice_id'] = declare(self, 'voice_id', '', 'ElevenLabs voice id used when the active '
+                                'persona has none (empty = the backend default)')
+        d['stability'] = declare(self, 'stability', 0.5, 'ElevenLabs voice stability',
+                                 min_value=0.0, max_value=1.0, read_only=True)
+        d['similarity_boost'] = declare(self, 'similarity_boost', 0.75,
+                                        'ElevenLabs similarity boost', min_value=0.0,
+                                        max_value=1.0, read_only=True)
+        d['use_websocket'] = declare(self, 'use_websocket', True,
+                                     'ElevenLabs: websocket stream-input (lowest time to first '
+                                     'audio) instead of the HTTP stream endpoint', read_only=True)
+        d['base_url'] = declare(self, 'base_url', '', 'ElevenLabs API base URL (empty = '
+                                'https://api.elevenlabs.io); for tests and self-hosting',
+                                read_only=True)
+        d['ws_base_url'] = declare(self, 'ws_base_url', '', 'ElevenLabs websocket base URL '
+                                   '(empty = base_url with ws/wss)', read_only=True)
+        d['request_timeout'] = declare(self, 'request_timeout', 10.0, 'ElevenLabs timeout [s]',
+                                       min_value=0.5, max_value=120.0, read_only=True)
+        d['fallback_cooldown'] = declare(self, 'fallback_cooldown', 10.0,
+                                         'After an ElevenLabs failure, use the offline voice '
+                                         'for this long [s] before trying again',
+                                         min_value=0.0, max_value=3600.0, read_only=True)
+        d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
+                                    'persona has no offline_voice', read_only=True)
+        d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
+                                       'persona has none [words/min]', min_value=40.0,
+                                       max_value=500.0, read_only=True)
+        d['words_per_minute'] = declare(self, 'words_per_minute', 160.0, 'Mock backend speaking '
+                                        'rate [words/min]', min_value=10.0, max_value=2000.0,
+                                        read_only=True)
+        d['mock_amplitude'] = declare(self, 'mock_amplitude', 0.3, 'Mock backend tone level '
+                                      '(0 = silent audio)', min_value=0.0, max_value=1.0,
+                                      read_only=True)
+        d['fade_ms'] = declare(self, 'fade_ms', 30.0, 'Fade-out on barge-in/cancel [ms]',
+                               min_value=1.0, max_value=100.0, read_only=True)
+        d['amplitude_rate_hz'] = declare(self, 'amplitude_rate_hz', 50.0, 'Amplitude message '
+                                         'rate while speaking [Hz]', min_value=30.0,
+                                         max_value=200.0, read_only=True)
+        d['barge_in'] = declare(self, 'barge_in', True, 'Stop speaking when voice activity '
+                                'turns true while the droid speaks')
+        d['record_path'] = declare(self, 'record_path', '', 'Append what was said (JSON lines) '
+                                   'to this file; empty = off', read_only=True)
+        d['reorder_timeout'] = declare(self, 'reorder_timeout', 2.0, 'Wait this long for a '
+                                       'missing sentence index before skipping it [s]',
+                                       min_value=0.1, max_value=30.0, read_only=True)
+        d['queue_size'] = declare(self, 'queue_size', 32, 'Sentences waiting for synthesis',
+                                  min_value=1, max_value=1000, read_only=True)
+        d['mock_block_ms'] = declare(self, 'mock_block_ms', 20.0, 'Mock output block [ms]',
+                                     min_value=1.0, max_value=200.0, read_only=True)
+        self._p = d
+        return d
+
+    def _make_backends(self, p):
+        espeak = EspeakBackend(p['espeak_voice'], p['espeak_rate_wpm'])
+        if p['backend'] == 'mock':
+            return MockBackend(p['words_per_minute'], p['mock_amplitude']), None, \
+                'mock voice', OK
+        if p['backend'] == 'espeak':
+            return espeak, None, 'offline voice espeak-ng', OK
+        key = env_secret('ELEVENLABS_API_KEY')
+        if not key:
+            self.get_logger().warning('ELEVENLABS_API_KEY is not set: speaking with the offline '
+                                      'voice (espeak-ng)')
+            return espeak, None, 'no ELEVENLABS_API_KEY: using the offline voice espeak-ng', WARN
+        try:
+            el = ElevenLabsBackend(key, model_id=p['model_id'], voice_id=p['voice_id'],
+                                   stability=p['stability'],
+                                   similarity_boost=p['similarity_boost'],
+                                   use_websocket=p['use_websocket'], base_url=p['base_url'],
+                                   ws_base_url=p['ws_base_url'], timeout=p['request_timeout'])
+        except Exception as exc:  # noqa: BLE001
+            msg = redact(f'ElevenLabs client failed ({exc}): using the offline voice espeak-ng')
+            self.get_logger().error(msg)
+            return espeak, None, msg, WARN
+        mode = 'websocket stream-input' if p['use_websocket'] else 'HTTP stream'
+        return el, espeak, f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback ' \
+                           'espeak-ng', OK
+
+    def _make_output(self, p):
+        if p['output'] == 'sounddevice':
+            out = SoundDeviceOutput(self.speaker.render, self._now, sample_rate=RATE,
+                                    device=p['device'], blocksize=p['blocksize'])
+            try:
+                out.start()
+                self.diag.set(OK, f'audio output open, latency {out.output_latency * 1000:.0f} ms',
+                              component='output')
+                return out
+            except Exception as exc:  # noqa: BLE001 - no device: degrade to the mock speaker
+                msg = f'cannot open audio output {p["device"] or "(default)"}: {exc}; ' \
+                      'speaking silently (mock output)'
+                self.get_logger().error(msg)
+                self.diag.set(ERROR, msg, component='output')
+        else:
+            self.diag.set(OK, 'mock speaker (no audio device)', component='output')
+        out = MockOutput(self.speaker.render, self._now, sample_rate=RATE,
+                         block_s=p['mock_block_ms'] / 1000.0)
+        out.start()
+        return out
+
+    def _now(self) -> float:
+        return now_sec(self)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _on_persona(self, msg: Persona) -> None:
+        with self._persona_lock:
+            self._persona = msg
+        self.get_logger().info(f'persona {msg.name!r}: voice '
+                               f'{msg.elevenlabs_voice_id or "(default)"} / '
+                               f'{msg.offline_voice or "(default)"}')
+
+    def _voice_for(self, override: str) -> VoiceSpec:
+        with self._persona_lock:
+            persona = self._persona
+        el = persona.elevenlabs_voice_id or self._p['voice_id']
+        off = persona.offline_voice or self._p['espeak_voice']
+        rate = persona.offline_rate_wpm if persona.offline_rate_wpm > 0 else \
+            self._p['espeak_rate_wpm']
+        if override:
+            if self.speaker_backend_name() == 'elevenlabs':
+                el = override
+            else:
+                off = override
+        return VoiceSpec(el, off, float(rate))
+
+    def speaker_backend_name(self) -> str:
+        sp = getattr(self, 'speaker', None)
+        return sp.backend.name if sp is not None else self._p['backend']
+
+    def _on_reply(self, msg: ReplySentence) -> None:
+        now = self._now()
+        s = Sentence(msg.conversation_id, int(msg.utterance_id), int(msg.index), msg.text,
+                     bool(msg.is_final), bool(msg.interrupted), msg.persona,
+                     to_sec(msg.header.stamp), now)
+        with self._tracker_lock:
+            actions = self._tracker.add(s, now)
+        self._apply(actions)
+
+    def _poll_tracker(self) -> None:
+        with self._tracker_lock:
+            actions = self._tracker.poll(self._now())
+        self._apply(actions)
+
+    def _apply(self, actions: list) -> None:
+        log = self.get_logger()
+        for a in actions:
+            if isinstance(a, SpeakAction):
+                s = a.sentence
+                if not s.text.strip():
+                    continue
+                turn = self._turns.setdefault(s.key, {'first_audio': False, 'last_ended': -1,
+                                                      'done': False})
+                turn.setdefault('stamp', s.stamp)
+                utt = Utterance(s.text, conversation_id=s.conversation_id,
+                                utterance_id=s.utterance_id, index=s.index,
+                                voice=self._voice_for(''), input_stamp=s.stamp,
+                                received=s.received, last_in_reply=a.last_in_reply,
+                                words_per_minute=self._p['words_per_minute'])
+                if not self.speaker.submit(utt):
+                    log.error(log_prefix(s.conversation_id) + 'synthesis queue full: sentence '
+                              f'{s.index} dropped')
+                    self.diag.set(WARN, 'synthesis queue full, sentences dropped',
+                                  component='synthesis')
+            elif isinstance(a, Supersede):
+                stopped = self.speaker.stop_turn(a.old, 'newer conversation')
+                log.info(log_prefix(a.old[0]) + f'superseded by conversation {a.new[0]} '
+                         f'(utterance {a.new[1]}){": stopped speaking" if stopped else ""}')
+            elif isinstance(a, Drop):
+                log.debug(log_prefix(a.sentence.conversation_id) +
+                          f'sentence {a.sentence.index} dropped: {a.reason}')
+            elif isinstance(a, ReplyEnd):
+                turn = self._turns.get(a.key)
+                if a.last_index < 0 or turn is None:
+                    continue
+                if not self.speaker.set_last(a.key, a.last_index) and \
+                        turn['last_ended'] == a.last_index and not turn['done']:
+                    self._speech_done(a.key, self._now())
+
+    def _on_voice_activity(self, msg: VoiceActivity) -> None:
+        if not msg.speaking or not self.get_parameter('barge_in').value:
+            return
+        cur = self.speaker.current()
+        if cur is None or cur.stop_reason:
+            return
+        stamp = to_sec(msg.header.stamp)
+        if stamp and cur.started_at is not None and stamp < cur.started_at:
+            return                       # voice from before this sentence was heard
+        self._barge_in(cur, 'voice activity', stamp)
+
+    def _barge_in(self, utt: Utterance, reason: str, input_stamp: float = 0.0) -> None:
+        t0 = self._now()
+        if utt.goal:
+            self.speaker.stop(utt, reason)
+        else:
+            with self._tracker_lock:
+                if self._tracker.current == utt.key:
+                    self._tracker.interrupt()
+            self.speaker.stop_turn(utt.key, reason)
+        self._trace(TraceEvent.STAGE_BARGE_IN, utt, t0, input_stamp, reason)
+        self.get_logger().info(log_prefix(utt.conversation_id) +
+                               f'barge-in ({reason}): stopping "{utt.text[:40]}"')
+
+    # -- Speak action -----------------------------------------------------------------------
+    def _on_cancel(self, goal_handle) -> CancelResponse:
+        utt = self._goal_utts.get(bytes(goal_handle.goal_id.uuid))
+        if utt is not None:
+            heard = utt.state in ('playing',)
+            if heard:
+                self._barge_in(utt, 'cancel')
+            else:
+                self.speaker.stop(utt, 'cancel')
+        return CancelResponse.ACCEPT
+
+    def _execute(self, goal_handle):
+        g = goal_handle.request
+        utt = Utterance(g.text, conversation_id=g.conversation_id, utterance_id=g.utterance_id,
+                        goal=True, voice=self._voice_for(g.voice), received=self._now(),
+                        words_per_minute=self._p['words_per_minute'])
+        gid = bytes(goal_handle.goal_id.uuid)
+        self._goal_utts[gid] = utt
+        try:
+            if g.text.strip():
+                self.speaker.submit(utt)
+                while not utt.done.wait(0.1):
+                    if goal_handle.is_cancel_requested and not utt.stop_reason:
+                        self.speaker.stop(utt, 'cancel')
+                    fb = Speak.Feedback(played=float(utt.played_s),
+                                        duration_estimate=float(utt.duration_estimate),
+                                        amplitude=float(self._last_amplitude))
+                    goal_handle.publish_feedback(fb)
+            else:
+                utt.status, utt.error = FAILED, 'empty text'
+            result = Speak.Result(status=_RESULT.get(utt.status, Speak.Result.FAILED),
+                                  played=float(utt.played_s), backend=utt.backend,
+                                  error=utt.error if utt.status == FAILED else '')
+            if goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            elif utt.status == FAILED:
+                goal_handle.abort()
+            else:
+                goal_handle.succeed()
+            return result
+        finally:
+            self._goal_utts.pop(gid, None)
+
+    # -- outputs ------------------------------------------------------------------------------
+    def _events_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for e in self.speaker.pop_due(self._now()):
+                    self._publish_event(e)
+            except Exception as exc:  # noqa: BLE001 - keep publishing; say why
+                self.get_logger().error(redact(f'event publishing failed: {exc}'))
+            time.sleep(0.003)
+
+    def _publish_event(self, e) -> None:
+        if e.kind == 'amplitude':
+            self._last_amplitude = e.amplitude
+            m = SpeechAmplitude(conversation_id=e.conversation_id, amplitude=float(e.amplitude))
+            m.header.stamp = to_time_msg(e.t)
+            self.pub_amp.publish(m)
+            return
+        utt = e.utt
+        if e.kind == 'written':
+            turn = self._turns.get(utt.key)
+            if not utt.goal and turn is not None and not turn['first_audio']:
+                turn['first_audio'] = True
+                self._trace(TraceEvent.STAGE_FIRST_AUDIO, utt, e.t, utt.input_stamp, utt.backend)
+            return
+        if e.kind == 'started':
+            self._speech_event(SpeechEvent.STARTED, utt, e.t)
+            return
+        if e.kind == 'failed':
+            self.get_logger().error(log_prefix(utt.conversation_id) +
+                                    f'could not speak "{utt.text[:40]}": {utt.error}')
+            self.diag.set(ERROR, f'synthesis failed: {utt.error}', component='synthesis')
+            return
+        if e.kind == 'dropped':
+            return
+        kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
+        self._speech_event(kind, utt, e.t)
+        self._log_said(utt, e.kind)
+        if e.kind == 'ended' and utt.backend == self.speaker.backend.name and \
+                self.speaker.fallback is not None and \
+                self.diag.level('synthesis') == WARN and self._fallbacks:
+            self.diag.set(OK, f'{utt.backend} speaking again', component='synthesis')
+        if not utt.goal:
+            turn = self._turns.get(utt.key)
+            if turn is not None and e.kind == 'ended':
+                turn['last_ended'] = utt.index
+                if utt.last_in_reply:
+                    self._speech_done(utt.key, e.t, utt)
+
+    def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
+        m = SpeechEvent(conversation_id=utt.conversation_id, utterance_id=utt.utterance_id,
+                        sentence_index=0 if utt.goal else utt.index, event=kind, text=utt.text,
+                        duration_estimate=float(utt.duration_estimate),
+                        played=0.0 if kind == SpeechEvent.STARTED else float(utt.played_s),
+                        last_in_reply=bool(utt.last_in_reply), backend=utt.backend)
+        m.header.stamp = to_time_msg(t)
+        self.pub_event.publish(m)
+
+    def _speech_done(self, key: tuple, t: float, utt: Utterance | None = None) -> None:
+        turn = self._turns.get(key)
+        if turn is None or turn['done']:
+            return
+        turn['done'] = True
+        ref = utt or Utterance('', conversation_id=key[0], utterance_id=key[1])
+        self._trace(TraceEvent.STAGE_SPEECH_DONE, ref, t, turn.get('stamp', 0.0), ref.backend)
+        for old in list(self._turns)[:-64]:
+            self._turns.pop(old, None)
+
+    def _trace(self, stage: int, utt: Utterance, t: float, input_stamp: float,
+               detail: str = '') -> None:
+        m = TraceEvent(conversation_id=utt.conversation_id, utterance_id=utt.utterance_id,
+                       stage=stage, node=self._fqn, detail=detail)
+        m.header.stamp = to_time_msg(t)
+        m.input_stamp = to_time_msg(input_stamp)
+        self.pub_trace.publish(m)
+
+    def _on_synth_warning(self, message: str, utt: Utterance) -> None:
+        self._fallbacks += 1
+        self.get_logger().warning(log_prefix(utt.conversation_id) + redact(message))
+        self.diag.set(WARN, redact(message), component='synthesis',
+                      fallbacks=str(self._fallbacks))
+
+    def _log_said(self, utt: Utterance, how: str) -> None:
+        self.get_logger().info(log_prefix(utt.conversation_id) +
+                               f'said [{utt.backend}] "{utt.text}" ({utt.played_s:.2f} s, {how})')
+        if self._record is None:
+            return
+        line = json.dumps({'conversation_id': utt.conversation_id,
+                           'utterance_id': utt.utterance_id, 'index': utt.index,
+                           'goal': utt.goal, 'text': utt.text, 'backend': utt.backend,
+                           'status': utt.status, 'played': round(utt.played_s, 4),
+                           'started': utt.started_at, 'ended': utt.ended_at,
+                           'last_in_reply': utt.last_in_reply})
+        with self._record_lock:
+            self._record.write(line + '\n')
+            self._record.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.output.close()
+        self.speaker.close()
+        self._events_thread.join(timeout=2.0)
+        if self._record is not None:
+            self._record.close()
+
+
+def main(args=None):
+    run(TtsNode, args=args, executor_factory=lambda: MultiThreadedExecutor(num_threads=4))
+
+
+if __name__ == '__main__':
+    main()
