@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from droid_common.audio import MIC_RATE
 
 
@@ -77,7 +76,7 @@ class WakeWordDetector:
             # Full paths: openwakeword keys each model by its file stem.
             self._model = openwakeword.Model(wakeword_models=list(paths),
                                              inference_framework='onnx')
-        except Exception as exc:  # noqa: BLE001 - any load failure is a model error
+        except Exception as exc:
             raise ModelError(f'cannot load wake-word models {names}: {exc}') from exc
         self._labels = dict(zip([Path(p).stem for p in paths], labels))
         self.names = labels
@@ -129,7 +128,7 @@ class SileroVad:
             raise ModelError(f'VAD model file not found: {path}')
         try:
             self._sess = _session(path, threads)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise ModelError(f'cannot load VAD model {path}: {exc}') from exc
         names = [i.name for i in self._sess.get_inputs()]
         if 'sr' in names:

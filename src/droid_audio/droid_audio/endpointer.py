@@ -37,7 +37,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from droid_common.audio import FRAME_SAMPLES, MIC_RATE
 from droid_common.contract import constants
 from droid_common.ids import new_conversation_id

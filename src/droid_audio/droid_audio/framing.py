@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from math import gcd
 
 import numpy as np
-
 from droid_common.audio import FRAME_SAMPLES, MIC_RATE
 
 

@@ -17,21 +17,48 @@ import threading
 import time
 
 import numpy as np
+from droid_common import names
+from droid_common.audio import MIC_RATE
+from droid_common.ros import (
+    ERROR,
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_sec,
+    to_time_msg,
+)
 from rclpy.node import Node
 
 from droid_audio.detectors import EnergyVad, ModelError, SileroVad, WakeWordDetector
-from droid_audio.endpointer import (MODE, MODE_NAMES, ListenerConfig, ListenerCore,
-                                    TraceMark, UtteranceEvent, VoiceActivityEvent, WakeEvent,
-                                    parse_mode)
+from droid_audio.endpointer import (
+    MODE,
+    MODE_NAMES,
+    ListenerConfig,
+    ListenerCore,
+    TraceMark,
+    UtteranceEvent,
+    VoiceActivityEvent,
+    WakeEvent,
+    parse_mode,
+)
 from droid_audio.framing import DropOldestQueue, FrameAssembler
 from droid_audio.msgs import chunk_samples, int16_array
-from droid_common import names
-from droid_common.audio import MIC_RATE
-from droid_common.ros import (ERROR, LATCHED_QOS, OK, RELIABLE_QOS, SENSOR_QOS, WARN,
-                              Diagnostics, declare, log_prefix, now_sec, run, to_sec,
-                              to_time_msg)
-from droid_msgs.msg import (AudioChunk, SpeechEvent, SystemMode, TraceEvent, Utterance,
-                            VoiceActivity, WakeWord)
+from droid_msgs.msg import (
+    AudioChunk,
+    SpeechEvent,
+    SystemMode,
+    TraceEvent,
+    Utterance,
+    VoiceActivity,
+    WakeWord,
+)
 
 _TRIGGERS = {0: 'wake word', 1: 'follow-up', 2: 'barge-in', 3: 'injected'}
 _ENDS = {0: '', 1: 'silence', 2: 'max length', 3: 'cancelled'}

@@ -79,11 +79,11 @@ class MicCapture:
             # Re-enumerate devices (a device or sound server may have appeared).
             sd._terminate()
             sd._initialize()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise DeviceError(f'PortAudio cannot initialise: {exc}') from exc
         try:
             info = sd.query_devices(self.device, 'input')
-        except Exception as exc:  # noqa: BLE001 - ValueError / PortAudioError
+        except Exception as exc:
             names = self.list_inputs()
             raise DeviceError(f'no input device {self._describe()}: {exc}'
                               f' (inputs: {names or "none"})') from exc
@@ -94,7 +94,7 @@ class MicCapture:
         except Exception:  # noqa: BLE001 - fall back to the device's own rate
             rate = int(info.get('default_samplerate') or rate)
         self.rate = rate
-        self.block = int(round(rate * self.block_ms / 1000.0))
+        self.block = round(rate * self.block_ms / 1000.0)
         self._finished.clear()
         self._queue.clear()
         try:
@@ -103,7 +103,7 @@ class MicCapture:
                                     blocksize=self.block, callback=self._callback,
                                     finished_callback=self._finished.set)
             stream.start()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise DeviceError(f'cannot open input device {self._describe()}: {exc}') from exc
         self._stream = stream
         self.name = str(info.get('name', self.device))

@@ -12,14 +12,23 @@ from __future__ import annotations
 import threading
 import time
 
+from droid_common import names
+from droid_common.audio import MIC_RATE
+from droid_common.ros import (
+    ERROR,
+    OK,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    declare,
+    now_sec,
+    run,
+)
 from rclpy.node import Node
 
 from droid_audio.framing import CaptureTimeline, FrameAssembler
-from droid_audio.msgs import audio_chunk
 from droid_audio.mic import DeviceError, MicCapture
-from droid_common import names
-from droid_common.audio import MIC_RATE
-from droid_common.ros import ERROR, OK, SENSOR_QOS, WARN, Diagnostics, declare, now_sec, run
+from droid_audio.msgs import audio_chunk
 from droid_msgs.msg import AudioChunk
 
 
@@ -46,7 +55,7 @@ class MicrophoneNode(Node):
                                        'long = device lost, reopen (0 = never)',
                                        min_value=0.0, max_value=60.0)
         self.frame_id = declare(self, 'frame_id', '', "header.frame_id ('' = device name)")
-        self.block = int(round(self.rate * self.block_ms / 1000.0))
+        self.block = round(self.rate * self.block_ms / 1000.0)
 
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')

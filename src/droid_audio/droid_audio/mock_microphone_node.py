@@ -18,17 +18,34 @@ from __future__ import annotations
 
 import threading
 
+from droid_common import names
+from droid_common.audio import MIC_RATE
+from droid_common.ros import (
+    ERROR,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    declare,
+    now_sec,
+    run,
+    to_time_msg,
+)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
-from droid_audio.mock_source import (MockAudioSource, Segment, load_bag, load_wav,
-                                     make_utterance, strip_wake_phrase, synthesize)
-from droid_audio.msgs import audio_chunk
-from droid_common import names
-from droid_common.audio import FRAME_SAMPLES, MIC_RATE
-from droid_common.ros import (ERROR, OK, RELIABLE_QOS, SENSOR_QOS, WARN, Diagnostics,
-                              declare, now_sec, run, to_time_msg)
+from droid_audio.mock_source import (
+    MockAudioSource,
+    Segment,
+    load_bag,
+    load_wav,
+    make_utterance,
+    strip_wake_phrase,
+    synthesize,
+)
+from droid_audio.msgs import audio_chunk, declare_string_list
 from droid_msgs.msg import AudioChunk, Transcription
 from droid_msgs.srv import InjectUtterance
 
@@ -38,9 +55,9 @@ class MockMicrophoneNode(Node):
         super().__init__('microphone', **kwargs)
         self.block_ms = declare(self, 'block_ms', 80, 'Published block length [ms]',
                                 min_value=10, max_value=500, read_only=True)
-        self.wav_files = declare(self, 'wav_files', [], 'WAV files played in order at '
-                                 'start (any rate/channels; resampled to 16 kHz mono)',
-                                 read_only=True)
+        self.wav_files = declare_string_list(self, 'wav_files', [], 'WAV files played in '
+                                             'order at start (any rate/channels; resampled '
+                                             'to 16 kHz mono)', read_only=True)
         self.bag_path = declare(self, 'bag_path', '', 'rosbag2 directory whose AudioChunk '
                                 'messages are played after the WAV files', read_only=True)
         self.bag_topic = declare(self, 'bag_topic', '', "AudioChunk topic in the bag "
@@ -59,7 +76,7 @@ class MockMicrophoneNode(Node):
         self.max_catch_up = declare(self, 'max_catch_up_blocks', 25, 'Blocks published at '
                                     'most per timer tick when behind the clock',
                                     min_value=1, max_value=1000)
-        self.block = int(round(MIC_RATE * self.block_ms / 1000.0))
+        self.block = round(MIC_RATE * self.block_ms / 1000.0)
         self.block_s = self.block / MIC_RATE
 
         self.diag = Diagnostics(self, hardware_id='mock microphone')

@@ -14,8 +14,13 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-
-from droid_common.audio import FRAME_SAMPLES, MIC_RATE, espeak, read_audio, to_int16_mono
+from droid_common.audio import (
+    FRAME_SAMPLES,
+    MIC_RATE,
+    espeak,
+    read_audio,
+    to_int16_mono,
+)
 
 AUDIO_CHUNK_TYPE = 'droid_msgs/msg/AudioChunk'
 
@@ -60,8 +65,8 @@ def load_bag(path: str, topic: str = '') -> np.ndarray:
     """Concatenated 16 kHz mono audio of the AudioChunk messages in a rosbag2 bag
     (``topic`` = '' takes the first AudioChunk topic). Gaps between messages are not
     reproduced: the mock microphone paces playback by its own clock."""
-    from rosbags.rosbag2 import Reader
     from droid_common.bagtypes import typestore
+    from rosbags.rosbag2 import Reader
     store = typestore()
     parts = []
     with Reader(path) as reader:

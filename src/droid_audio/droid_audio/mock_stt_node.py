@@ -10,21 +10,32 @@ final after ``delay_s`` on the node clock. CANCELLED publishes nothing.
 
 from __future__ import annotations
 
-from rclpy.node import Node
-
-from droid_audio.mock_stt import MockScript, MockUtterance, load_script, partial_text
 from droid_common import names
 from droid_common.audio import MIC_RATE
-from droid_common.ros import (ERROR, OK, RELIABLE_QOS, Diagnostics, declare, log_prefix,
-                              now_sec, run, to_sec, to_time_msg)
+from droid_common.ros import (
+    ERROR,
+    OK,
+    RELIABLE_QOS,
+    Diagnostics,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_sec,
+    to_time_msg,
+)
+from rclpy.node import Node
+
+from droid_audio.msgs import declare_string_list
+from droid_audio.mock_stt import MockScript, MockUtterance, load_script, partial_text
 from droid_msgs.msg import TraceEvent, Transcription, Utterance
 
 
 class MockSttNode(Node):
     def __init__(self, **kwargs):
         super().__init__('stt', **kwargs)
-        transcripts = declare(self, 'transcripts', [], 'Scripted transcripts, one per '
-                              'utterance, in order', read_only=True)
+        transcripts = declare_string_list(self, 'transcripts', [], 'Scripted transcripts, '
+                                          'one per utterance, in order', read_only=True)
         path = declare(self, 'transcripts_file', '', 'YAML file with a list of transcripts '
                        '(appended to transcripts)', read_only=True)
         cycle = declare(self, 'cycle', True, 'Start the script over when it runs out',

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from droid_common.audio import MIC_RATE
 
 SIZE_NAMES = ('tiny', 'tiny.en', 'base', 'base.en', 'small', 'small.en', 'distil-small.en',
@@ -138,7 +137,7 @@ class WhisperEngine:
                                  cpu_threads=self.cpu_threads, local_files_only=True)
         except SttModelError:
             raise
-        except Exception as exc:  # noqa: BLE001 - corrupt model, bad compute type, ...
+        except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SttModelError(f'cannot load Whisper model {self.model_path}: {msg}') from exc
         if self.language and not model.model.is_multilingual and self.language != 'en':
@@ -148,7 +147,7 @@ class WhisperEngine:
         if warm_up:
             try:
                 self._transcribe(np.zeros(MIC_RATE, dtype=np.float32), 4)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._model = None
                 raise SttModelError(f'Whisper model {self.model_path} fails to run: {exc}') from exc
         return time.monotonic() - t0

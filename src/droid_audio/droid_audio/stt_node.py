@@ -14,16 +14,32 @@ from __future__ import annotations
 
 import threading
 
+from droid_common import names
+from droid_common.audio import MIC_RATE
+from droid_common.ros import (
+    ERROR,
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    Diagnostics,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_sec,
+    to_time_msg,
+)
 from rclpy.node import Node
 
 from droid_audio.detectors import ModelError, SileroVad
 from droid_audio.msgs import chunk_samples
-from droid_audio.stt_engine import (GuardConfig, SttModelError, UtteranceBuffers,
-                                    WhisperEngine, resolve_model)
-from droid_common import names
-from droid_common.audio import MIC_RATE
-from droid_common.ros import (ERROR, OK, RELIABLE_QOS, WARN, Diagnostics, declare,
-                              log_prefix, now_sec, run, to_sec, to_time_msg)
+from droid_audio.stt_engine import (
+    GuardConfig,
+    SttModelError,
+    UtteranceBuffers,
+    WhisperEngine,
+    resolve_model,
+)
 from droid_msgs.msg import TraceEvent, Transcription, Utterance
 
 STAGE_PARTIAL = TraceEvent.STAGE_PARTIAL

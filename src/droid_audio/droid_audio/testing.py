@@ -124,7 +124,7 @@ class Harness:
         while not self._stop.is_set() and self.context.ok():
             try:
                 self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
+            except Exception:
                 if self._stop.is_set():
                     return
                 raise
@@ -172,7 +172,7 @@ class Harness:
         relative to ``namespace`` (absolute names such as /rosout stay absolute)."""
         def rel(name):
             prefix = namespace.rstrip('/') + '/'
-            return name[len(prefix):] if name.startswith(prefix) else name
+            return name.removeprefix(prefix)
         n = self.node
         return {
             'pub': {(rel(t), tuple(ty)) for t, ty in

@@ -5,12 +5,21 @@ import itertools
 
 import numpy as np
 import pytest
+from droid_audio.endpointer import (
+    MODE,
+    SPEECH,
+    STAGE,
+    UTT,
+    ListenerConfig,
+    ListenerCore,
+    TraceMark,
+    UtteranceEvent,
+    VoiceActivityEvent,
+    WakeEvent,
+    parse_mode,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from droid_audio.endpointer import (MODE, SPEECH, STAGE, UTT, ListenerConfig, ListenerCore,
-                                    TraceMark, UtteranceEvent, VoiceActivityEvent, WakeEvent,
-                                    parse_mode)
 
 F = 0.08  # frame length [s]
 

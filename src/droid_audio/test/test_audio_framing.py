@@ -4,11 +4,15 @@ import threading
 
 import numpy as np
 import pytest
+from droid_audio.framing import (
+    CaptureTimeline,
+    DropOldestQueue,
+    FrameAssembler,
+    StreamResampler,
+)
+from droid_audio.mic import parse_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from droid_audio.framing import CaptureTimeline, DropOldestQueue, FrameAssembler, StreamResampler
-from droid_audio.mic import parse_device
 
 
 def test_drop_oldest_queue_counts_drops_and_never_blocks():

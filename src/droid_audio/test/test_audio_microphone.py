@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 from droid_audio.mic import DeviceError, MicCapture
 from droid_common.testing import PulseAudioServer
 

@@ -2,9 +2,15 @@
 
 import numpy as np
 import pytest
-
-from droid_audio.mock_source import (MockAudioSource, Segment, load_bag, load_wav,
-                                     make_utterance, strip_wake_phrase, synthesize)
+from droid_audio.mock_source import (
+    MockAudioSource,
+    Segment,
+    load_bag,
+    load_wav,
+    make_utterance,
+    strip_wake_phrase,
+    synthesize,
+)
 from droid_audio.mock_stt import MockScript, MockUtterance, load_script, partial_text
 
 
@@ -59,8 +65,8 @@ def test_load_wav_resamples(tmp_path):
 
 
 def test_load_bag_reads_audio_chunks(tmp_path):
-    from rosbags.rosbag2 import Writer
     from droid_common.bagtypes import typestore
+    from rosbags.rosbag2 import Writer
     store = typestore()
     AudioChunk = store.types['droid_msgs/msg/AudioChunk']
     Header = store.types['std_msgs/msg/Header']

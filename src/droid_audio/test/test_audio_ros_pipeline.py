@@ -8,15 +8,22 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-import time  # noqa: E402
+import time
 
-from droid_audio.testing import Harness, NodeProcess, pick_domain  # noqa: E402
-from droid_audio.tiny_whisper import build_model  # noqa: E402
-from droid_common import names  # noqa: E402
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS  # noqa: E402
-from droid_msgs.msg import (SpeechEvent, SystemMode, TraceEvent, Transcription,  # noqa: E402
-                            Utterance, WakeWord)
-from droid_msgs.srv import InjectUtterance  # noqa: E402
+from droid_audio.testing import Harness, NodeProcess, pick_domain
+from droid_audio.tiny_whisper import build_model
+from droid_common import names
+from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
+
+from droid_msgs.msg import (
+    SpeechEvent,
+    SystemMode,
+    TraceEvent,
+    Transcription,
+    Utterance,
+    WakeWord,
+)
+from droid_msgs.srv import InjectUtterance
 
 LISTENER = {'silence_ms': 560.0, 'initial_mode': 'IDLE', 'follow_up_s': 10.0,
             'echo_tail_ms': 0.0}
@@ -57,7 +64,10 @@ class Pipeline:
         ok = self.h.wait_for(lambda: self.h.node.count_subscribers(names.UTTERANCE) >= 2 and
                              self.h.node.count_subscribers(names.AUDIO) >= 1 and
                              self.h.node.count_publishers(names.AUDIO) >= 1, 60.0)
-        assert ok, self.logs()
+        if not ok:
+            logs = self.logs()
+            self.close()
+            pytest.fail('nodes did not come up:\n' + logs)
 
     def logs(self):
         return '\n'.join(f'--- {p.args[2]}\n{p.log()}' for p in self.procs)

@@ -8,10 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from droid_audio.detectors import SileroVad
-from droid_audio.stt_engine import (GuardConfig, SttModelError, UtteranceBuffers, WhisperEngine,
-                                    resolve_model, strip_phrases)
+from droid_audio.stt_engine import (
+    GuardConfig,
+    SttModelError,
+    UtteranceBuffers,
+    WhisperEngine,
+    resolve_model,
+    strip_phrases,
+)
 from droid_audio.tiny_whisper import SHAPES, build_model, vocabulary
 from droid_common.testing import speech
 

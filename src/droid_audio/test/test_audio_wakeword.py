@@ -9,9 +9,14 @@ and < 0.1 (white noise at -20 dBFS)."""
 
 import numpy as np
 import pytest
-
-from droid_audio.detectors import (EnergyVad, ModelError, SileroVad, WakeWordDetector,
-                                   builtin_wakeword_models, default_vad_model)
+from droid_audio.detectors import (
+    EnergyVad,
+    ModelError,
+    SileroVad,
+    WakeWordDetector,
+    builtin_wakeword_models,
+    default_vad_model,
+)
 from droid_common.testing import speech
 
 THRESHOLD = 0.5
@@ -72,8 +77,9 @@ def test_custom_model_path_and_errors(tmp_path):
 def test_silero_vad_separates_speech_from_silence_and_noise(which):
     path = default_vad_model()
     if which == 'faster-whisper':
-        import faster_whisper
         from pathlib import Path
+
+        import faster_whisper
         path = str(Path(faster_whisper.__file__).parent / 'assets' / 'silero_vad_v6.onnx')
     vad = SileroVad(path)
     clip = np.concatenate([PAD, speech('hey jarvis, play some cantina music'), PAD])

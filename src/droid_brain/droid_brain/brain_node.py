@@ -107,8 +107,8 @@ class _NodeSink(Sink):
 
 
 class BrainNode(Node):
-    def __init__(self, node_name: str = 'brain'):
-        super().__init__(node_name)
+    def __init__(self, node_name: str = 'brain', **kwargs):
+        super().__init__(node_name, **kwargs)   # kwargs: namespace, parameter_overrides, ...
         log = self.get_logger()
         p = {}
         p['backend'] = declare(self, 'backend', 'openai',

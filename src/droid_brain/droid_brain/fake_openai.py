@@ -35,7 +35,8 @@ class Reply:
     status: int = 200
     headers: dict = field(default_factory=dict)
     body: str = ''
-    events: list = field(default_factory=list)   # dicts (JSON) or raw str lines
+    events: list = field(default_factory=list)   # dicts (JSON), raw str lines, or
+    #                                              threading.Event gates (wait until set)
     delay: float = 0.0          # seconds between events
     first_delay: float = 0.0    # seconds before the first event (time to first token)
     stall: float = 0.0          # after all events, wait this long before ending (hang)
@@ -59,6 +60,14 @@ class Reply:
         events += [_chunk({'content': text[i:i + piece]}) for i in range(0, len(text), piece)]
         events.append(_chunk({}, 'stop'))
         return cls(events=events, **kw)
+
+    @classmethod
+    def gated(cls, before: str, gate: threading.Event, after: str = '', piece: int = 4,
+              **kw) -> 'Reply':
+        """Stream ``before``, hold until ``gate`` is set, then stream ``after``."""
+        first = cls.text(before, piece).events[:-1]
+        rest = cls.text(after, piece).events[1:] if after else [_chunk({}, 'stop')]
+        return cls(events=first + [gate] + rest, **kw)
 
     @classmethod
     def tools(cls, calls, piece: int = 5, content: str = '', **kw) -> 'Reply':
@@ -91,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b'{}')
         except json.JSONDecodeError:
             body = {'_raw': raw.decode(errors='replace')}
-        fake._record(self.path, body, dict(self.headers))
+        fake._record(self.path, body, {k.lower(): v for k, v in self.headers.items()})
         if not self.path.rstrip('/').endswith('/chat/completions'):
             self._plain(404, json.dumps({'error': {'message': 'not found'}}))
             return
@@ -107,6 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.first_delay and fake._stop.wait(reply.first_delay):
                 return
             for n, ev in enumerate(reply.events):
+                if isinstance(ev, threading.Event):     # a gate: hold the stream here
+                    while not ev.wait(0.02):
+                        if fake._stop.is_set():
+                            return
+                    continue
                 if n and reply.delay and fake._stop.wait(reply.delay):
                     return
                 line = ev if isinstance(ev, str) else json.dumps(ev)
@@ -137,6 +151,7 @@ class FakeOpenAI:
         self.responder = responder
         self.default = default or Reply.text('OK.')
         self.requests: list = []          # request bodies (JSON)
+        self.headers: list = []           # request headers (dict, lower-case names)
         self.request_times: list = []     # time.monotonic() of each request
         self.sent_events = 0
         self.client_disconnects = 0
@@ -167,6 +182,7 @@ class FakeOpenAI:
     def _record(self, path, body, headers):
         with self._lock:
             self.requests.append(body)
+            self.headers.append(headers)
             self.request_times.append(time.monotonic())
 
     def _sent(self, ev):

@@ -24,8 +24,8 @@ SPEECH = constants('SpeechEvent')
 
 
 class ModeManagerNode(Node):
-    def __init__(self, node_name: str = 'mode_manager'):
-        super().__init__(node_name)
+    def __init__(self, node_name: str = 'mode_manager', **kwargs):
+        super().__init__(node_name, **kwargs)   # kwargs: namespace, parameter_overrides, ...
         choices = sorted(MODES, key=MODES.get)
         initial = declare(self, 'initial_mode', 'idle', 'Mode at startup', read_only=True,
                           choices=choices)

@@ -52,8 +52,8 @@ class _Cancelled(Exception):
 
 
 class ToolExecutorNode(Node):
-    def __init__(self, node_name: str = 'tool_executor'):
-        super().__init__(node_name)
+    def __init__(self, node_name: str = 'tool_executor', **kwargs):
+        super().__init__(node_name, **kwargs)   # kwargs: namespace, parameter_overrides, ...
         self.p = {
             'brain_node': declare(self, 'brain_node', 'brain',
                                   'Name of the brain node (set_persona calls its '

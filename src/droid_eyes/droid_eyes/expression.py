@@ -216,7 +216,9 @@ class EyeLook:
 @dataclass(frozen=True)
 class Change:
     """A visible change. ``trace`` is (conversation_id, utterance_id, input_stamp) when
-    this is the first change of that turn (-> TraceEvent STAGE_EYES_REACTED)."""
+    this is the first change of that turn caused by its reply (Sentiment, SpeechEvent or
+    ReplySentence; -> TraceEvent STAGE_EYES_REACTED). The user's side (wake word,
+    transcriptions) changes the eyes too, but is not what the latency report measures."""
     look: EyeLook
     trace: tuple | None = None
 
@@ -297,7 +299,7 @@ class Expression:
             t.utterance = max(t.utterance, 1)
         t.mood = None
         t.phase = _Phase('listening', now + self.config.listening_timeout, stamp)
-        return self._update(now, (cid, max(t.utterance, 1) if cid else 0, stamp))
+        return self._update(now, None)
 
     def on_transcription(self, cid: str, utterance: int, is_final: bool, stamp: float,
                          now: float):
@@ -308,7 +310,7 @@ class Expression:
             t.phase = _Phase('thinking', now + self.config.thinking_timeout, stamp)
         else:
             t.phase = _Phase('listening', now + self.config.listening_timeout, stamp)
-        return self._update(now, (cid, utterance, stamp))
+        return self._update(now, None)
 
     def on_reply(self, cid: str, utterance: int, is_final: bool, interrupted: bool,
                  stamp: float, now: float):

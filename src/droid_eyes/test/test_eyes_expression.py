@@ -55,16 +55,19 @@ def test_a_whole_turn(ex, clk):
     ch = ex.on_wake('c1', t0, clk(0.01))
     assert ch.look.pattern == PATTERNS['listening'] and ch.look.source == SOURCES['listening']
     assert ch.look.conversation_id == 'c1'
-    assert ch.trace == ('c1', 1, t0)                      # eyes reacted to turn 1
+    assert ch.trace is None                               # the user's side is not traced
     ch = ex.on_transcription('c1', 1, False, clk(0.5), clk())
     assert ch is None                                     # still listening: no new frame
     ch = ex.on_transcription('c1', 1, True, clk(1.0), clk())
     assert ch.look.pattern == PATTERNS['thinking'] and ch.trace is None
-    ch = ex.on_sentiment('c1', 1, POS, 0.8, clk(0.5), clk())
+    t_sent = clk(0.5)
+    ch = ex.on_sentiment('c1', 1, POS, 0.8, t_sent, clk())
     assert ch.look.pattern == PATTERNS['happy'] and ch.look.color == theme(ex, 'positive')
+    assert ch.trace == ('c1', 1, t_sent)                  # eyes reacted to turn 1's reply
     assert ch.look.source == SOURCES['sentiment']
     ch = ex.on_speech('c1', 1, 0, STARTED, False, clk(0.2), clk())
     assert ch.look.pattern == PATTERNS['speaking'] and ch.look.source == SOURCES['speech']
+    assert ch.trace is None                               # only the first change is traced
     assert ch.look.color == theme(ex, 'positive')         # speaking in the reply's mood
     assert ex.on_amplitude('c1', 0.7, clk(0.03)) == pytest.approx(0.7)
     # End of sentence 0, sentence 1 follows shortly: the speaking look is held.
@@ -212,10 +215,14 @@ def test_trace_only_on_the_first_change_of_each_turn(ex, clk):
     traces = []
     for ch in (ex.on_wake('c1', clk(), clk()),
                ex.on_transcription('c1', 1, True, clk(1), clk()),
+               ex.on_speech('c1', 1, 0, STARTED, False, clk(1), clk()),
                ex.on_sentiment('c1', 1, POS, 1, clk(1), clk()),
+               ex.on_speech('c1', 1, 0, ENDED, True, clk(1), clk()),
                ex.on_transcription('c1', 2, True, clk(1), clk()),
-               ex.on_sentiment('c1', 2, NEG, -1, clk(1), clk())):
-        if ch is not None and ch.trace:
+               ex.on_sentiment('c1', 2, NEG, -1, clk(1), clk()),
+               ex.on_speech('c1', 2, 0, STARTED, False, clk(1), clk())):
+        assert ch is not None
+        if ch.trace:
             traces.append(ch.trace[:2])
     assert traces == [('c1', 1), ('c1', 2)]
 

@@ -126,9 +126,10 @@ def test_eyes_node_streams_frames_in_order_and_survives_unplug(ros, tmp_path):
         msg.header.stamp = stamp(node)
         pubs['stt'].publish(msg)
         pause()
-        msg = Sentiment(conversation_id=cid, utterance_id=1, label=Sentiment.POSITIVE, score=0.9)
-        msg.header.stamp = stamp(node)
-        pubs['sent'].publish(msg)
+        sentiment = Sentiment(conversation_id=cid, utterance_id=1, label=Sentiment.POSITIVE,
+                              score=0.9)
+        sentiment.header.stamp = stamp(node)
+        pubs['sent'].publish(sentiment)
         pause()
         msg = SpeechEvent(conversation_id=cid, utterance_id=1, sentence_index=0,
                           event=SpeechEvent.STARTED, text='Hello there!')
@@ -157,13 +158,15 @@ def test_eyes_node_streams_frames_in_order_and_survives_unplug(ros, tmp_path):
         assert seen == [PATTERNS['listening'], PATTERNS['thinking'], PATTERNS['happy'],
                         PATTERNS['speaking'], ('amp', 51), ('amp', 128), ('amp', 204),
                         PATTERNS['happy']], seen
-        # Eye state follows, and the first change of the turn is traced with the wake stamp.
+        # Eye state follows; the first change caused by the turn's reply (the sentiment) is
+        # traced with the sentiment's stamp as input stamp.
         assert spin_until(ex, lambda: states[-1].pattern == PATTERNS['happy'], 2)
         assert states[-1].conversation_id == cid and states[-1].device_connected
         assert spin_until(ex, lambda: traces, 2)
         assert len(traces) == 1 and traces[0].stage == TraceEvent.STAGE_EYES_REACTED
         assert traces[0].conversation_id == cid and traces[0].utterance_id == 1
-        assert traces[0].input_stamp == wake.header.stamp
+        assert traces[0].input_stamp == sentiment.header.stamp
+        assert traces[0].detail == 'sentiment:happy'
         assert traces[0].node == f'{ns}/eyes'
         assert spin_until(ex, lambda: diags and diags[-1].level == b'\x00', 3)
 
@@ -235,3 +238,21 @@ def test_mock_eyes_has_the_same_contract_as_eyes(ros, tmp_path):
     finally:
         stop_node(real)
         stop_node(mock)
+
+
+def test_launch_file_describes_the_eyes_node():
+    import importlib.util
+    from pathlib import Path
+
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node as LaunchNode
+    path = Path(__file__).resolve().parent.parent / 'launch' / 'eyes.launch.py'
+    spec = importlib.util.spec_from_file_location('eyes_launch', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    desc = module.generate_launch_description()
+    args = {e.name for e in desc.entities if isinstance(e, DeclareLaunchArgument)}
+    assert {'mock', 'port', 'params_file', 'render', 'namespace'} <= args
+    nodes = [e for e in desc.entities if isinstance(e, LaunchNode)]
+    assert sorted(n.node_executable for n in nodes) == ['eyes', 'mock_eyes']
+    assert all(n.node_package == 'droid_eyes' for n in nodes)

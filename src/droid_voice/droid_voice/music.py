@@ -175,7 +175,7 @@ class MusicPlayer:
                  on_end=None):
         self.duck = duck or DuckingEnvelope()
         self.volume = float(np.clip(volume, 0.0, 1.0))
-        self.on_end = on_end or (lambda track, error: None)
+        self.on_end = on_end or (lambda track, error, played: None)
         self._lock = threading.RLock()
         self.state = STOPPED
         self.track: Track | None = None
@@ -272,8 +272,10 @@ class MusicPlayer:
                 self.underruns += 1
             if eof:
                 ended = self.track
+                played = self.position_frames / r.sample_rate
                 self.reader, self.track, self.state = None, None, STOPPED
+                self.position_frames = 0
         if ended is not None:
             r.close()                       # its thread has finished: cheap
-            self.on_end(ended, r.error)
+            self.on_end(ended, r.error, played)
         return out

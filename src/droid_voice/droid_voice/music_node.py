@@ -84,6 +84,9 @@ class MusicNode(Node):
                               'empty = default', read_only=True)
         d['blocksize'] = declare(self, 'blocksize', 0, 'Output block [frames]; 0 = PortAudio '
                                  'chooses', min_value=0, max_value=16384, read_only=True)
+        d['latency_ms'] = declare(self, 'latency_ms', 100.0, 'Requested output latency [ms] '
+                                  '(ducking reacts after it)', min_value=5.0, max_value=2000.0,
+                                  read_only=True)
         d['volume'] = declare(self, 'volume', 0.6, 'Initial user volume', min_value=0.0,
                               max_value=1.0)
         d['duck_level'] = declare(self, 'duck_level', 0.25, 'Gain while the droid speaks',
@@ -132,7 +135,8 @@ class MusicNode(Node):
         if self._p['output'] == 'sounddevice':
             out = SoundDeviceOutput(self.player.render, self._now, sample_rate=rate,
                                     channels=channels, device=self._p['device'],
-                                    blocksize=self._p['blocksize'], latency='high')
+                                    blocksize=self._p['blocksize'],
+                                    latency=self._p['latency_ms'] / 1000.0)
             try:
                 out.start()
                 self.diag.set(OK, 'audio output open', component='output')
@@ -177,11 +181,11 @@ class MusicNode(Node):
         self.get_logger().info(f'music stopped ({why})')
         self._publish_state(force=True)
 
-    def _on_track_end(self, track, error: str) -> None:
+    def _on_track_end(self, track, error: str, played: float) -> None:
         # Audio thread: record and let the timer/goal loop do the rest.
         with self._lock:
             self._end_error[self._token] = error
-            self._played_at_end[self._token] = self.player.position() or 0.0
+            self._played_at_end[self._token] = played
             self._token += 1
 
     def _execute(self, goal_handle):
@@ -300,10 +304,12 @@ class MusicNode(Node):
     def _publish_state(self, force: bool = False) -> None:
         t = self._now()
         snap = self.player.snapshot(t)
-        key = (snap['state'], snap['track_path'], round(snap['volume'], 4), snap['ducked'])
+        # Any change of the effective volume (a ramp, its end) is published at once (at
+        # most at the timer rate, ramp_state_rate_hz); position at state_rate_hz.
+        key = (snap['state'], snap['track_path'], round(snap['volume'], 4), snap['ducked'],
+               round(snap['effective_volume'], 3))
         playing = snap['state'] == PLAYING
-        due = (playing and t - self._last_pub_t >= 1.0 / self._p['state_rate_hz']) or \
-            (snap['ramping'] and playing)
+        due = playing and t - self._last_pub_t >= 1.0 / self._p['state_rate_hz']
         if force or key != self._last_pub or due:
             self.pub_state.publish(self._state_msg(snap))
             self._last_pub, self._last_pub_t = key, t

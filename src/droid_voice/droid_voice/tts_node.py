@@ -107,6 +107,9 @@ class TtsNode(Node):
         d['blocksize'] = declare(self, 'blocksize', 160, 'Output block [samples at 16 kHz]; '
                                  'small blocks make barge-in faster', min_value=0, max_value=4096,
                                  read_only=True)
+        d['latency_ms'] = declare(self, 'latency_ms', 60.0, 'Requested output latency [ms] '
+                                  '(device buffer; part of the barge-in stop time)',
+                                  min_value=5.0, max_value=1000.0, read_only=True)
         d['model_id'] = declare(self, 'model_id', DEFAULT_ELEVENLABS_MODEL,
                                 'ElevenLabs model id', read_only=True)
         d['voice_id'] = declare(self, 'voice_id', '', 'ElevenLabs voice id used when the active '
@@ -189,7 +192,8 @@ class TtsNode(Node):
     def _make_output(self, p):
         if p['output'] == 'sounddevice':
             out = SoundDeviceOutput(self.speaker.render, self._now, sample_rate=RATE,
-                                    device=p['device'], blocksize=p['blocksize'])
+                                    device=p['device'], blocksize=p['blocksize'],
+                                    latency=p['latency_ms'] / 1000.0)
             try:
                 out.start()
                 self.diag.set(OK, f'audio output open, latency {out.output_latency * 1000:.0f} ms',

@@ -103,7 +103,7 @@ def test_player_volume_ducking_loop_and_end(library):
     ended = []
     player = MusicPlayer(DuckingEnvelope(duck_level=0.2, duck_ramp=0.1, unduck_delay=0.0,
                                          unduck_ramp=0.1), volume=0.5,
-                         on_end=lambda tr, err: ended.append((tr.title, err)))
+                         on_end=lambda tr, err, played: ended.append((tr.title, err, played)))
     track = lib.match('mono tone')
     player.play(track, player.open(track))
     time.sleep(0.2)                                         # reader fills its queue
@@ -121,7 +121,7 @@ def test_player_volume_ducking_loop_and_end(library):
     assert player.resume()
     while not ended:
         player.render(1600, 1.0)
-    assert ended == [('Mono Tone', '')] and player.state == STOPPED
+    assert ended == [('Mono Tone', '', 0.5)] and player.state == STOPPED
     assert player.position() == 0.0
 
     player.play(track, player.open(track, loop=True), loop=True)

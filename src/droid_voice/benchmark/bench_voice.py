@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""droid_voice benchmark: prints JSON.
+
+- time from a sentence arriving (Speaker.submit) to its first audio frame written to the
+  device, per backend: mock, offline espeak-ng, local fake ElevenLabs (websocket with the
+  connection opened ahead, and HTTP stream) -- the fake answers with no artificial delay,
+  so the figure is the droid's own overhead on top of the provider's time to first byte;
+- barge-in stop latency p50/p99 (stop request -> last audible sample recorded from the
+  PulseAudio null sink's monitor; target <= 150 ms);
+- amplitude message rate and lag: release time behind the stamp (the time the samples
+  are heard), and the lag of the amplitude curve behind the recorded audio envelope.
+
+Runs without a sound card on a private PulseAudio daemon (droid_common.testing).
+
+    PYTHONPATH=$(printf '%s:' $PWD/src/*) python src/droid_voice/benchmark/bench_voice.py [--n 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import threading
+import time
+
+import numpy as np
+
+from droid_common.testing import PulseAudioServer
+from droid_voice.amplitude import rms_norm
+from droid_voice.fake_elevenlabs import FakeElevenLabs
+from droid_voice.output import SoundDeviceOutput
+from droid_voice.speaker import Speaker, Utterance
+from droid_voice.synth import (RATE, Backend, ElevenLabsBackend, EspeakBackend, MockBackend,
+                               VoiceSpec)
+
+clock = time.monotonic
+SENTENCES = ['Hello there, I am the droid.', 'The cantina is open tonight.',
+             'Shall I play some music for you?', 'That is a very good question.',
+             'My circuits are warm and ready.']
+
+
+class ToneBackend(Backend):
+    name = 'tone'
+
+    def stream(self, text, voice=None, cancel=None):
+        n = len(text.split()) * RATE
+        x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)
+        pcm = np.round(x * 32767).astype(np.int16)
+        for i in range(0, n, 1600):
+            yield pcm[i:i + 1600]
+
+
+class Recorder:
+    def __init__(self):
+        import sounddevice as sd
+        self.parts = []
+        self.lock = threading.Lock()
+        self.stream = sd.InputStream(samplerate=RATE, channels=1, dtype='float32',
+                                     blocksize=800, latency='high', device='pulse',
+                                     callback=self._cb)
+        self.stream.start()
+        deadline = clock() + 8
+        while clock() < deadline:
+            n0 = self.count()
+            time.sleep(0.3)
+            if self.count() - n0 > 0.25 * RATE:
+                break
+        with self.lock:
+            self.parts.clear()
+
+    def count(self):
+        with self.lock:
+            return sum(len(x) for _, x in self.parts)
+
+    def _cb(self, indata, frames, t, status):
+        now = clock()
+        lag = t.currentTime - t.inputBufferAdcTime if t.inputBufferAdcTime else 0.0
+        with self.lock:
+            self.parts.append((now - lag, indata[:, 0].copy()))
+
+    def between(self, t0, t1):
+        with self.lock:
+            parts = list(self.parts)
+        x = np.concatenate([p for _, p in parts])
+        starts = np.cumsum([0] + [len(p) for _, p in parts])[:-1]
+        offset = float(np.median([t for t, _ in parts] - starts / RATE))
+        times = offset + np.arange(len(x)) / RATE
+        m = (times >= t0) & (times < t1)
+        return x[m], (times[m][0] if m.any() else t0)
+
+    def close(self):
+        self.stream.close()
+
+
+class Rig:
+    def __init__(self, backend, **kw):
+        self.sp = Speaker(backend, clock=clock, **kw)
+        self.out = SoundDeviceOutput(self.sp.render, clock, sample_rate=RATE, device='pulse',
+                                     blocksize=160, latency=0.06)
+        self.out.start()
+        deadline = clock() + 8
+        while clock() < deadline:
+            n0 = self.out.callbacks
+            time.sleep(0.1)
+            if self.out.callbacks - n0 >= 5:
+                break
+        self.events = []
+        self.release_lag = []
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._pump, daemon=True)
+        self._th.start()
+
+    def _pump(self):
+        while not self._stop.is_set():
+            now = clock()
+            for e in self.sp.pop_due(now):
+                self.events.append(e)
+                if e.kind == 'amplitude':
+                    self.release_lag.append(now - e.t)
+            time.sleep(0.003)
+
+    def close(self):
+        self._stop.set()
+        self._th.join()
+        self.out.close()
+        self.sp.close()
+
+
+def pct(values, q):
+    return round(float(np.percentile(values, q)) * 1000.0, 1) if values else None
+
+
+def first_audio(backend, n, prepare=None) -> dict:
+    rig = Rig(backend)
+    times = []
+    try:
+        for i in range(n):
+            if prepare:
+                prepare()
+            time.sleep(0.15)
+            u = Utterance(SENTENCES[i % len(SENTENCES)], conversation_id=f'b{i}')
+            t0 = clock()
+            rig.sp.submit(u)
+            deadline = clock() + 20
+            while u.written_at is None and clock() < deadline and not u.done.is_set():
+                time.sleep(0.001)
+            if u.written_at is not None:
+                times.append(u.written_at - t0)
+            rig.sp.stop(u, 'bench')
+            u.done.wait(2)
+    finally:
+        rig.close()
+    return {'n': len(times), 'p50_ms': pct(times, 50), 'p90_ms': pct(times, 90),
+            'max_ms': pct(times, 100)}
+
+
+def barge_in(rec, n) -> dict:
+    rig = Rig(ToneBackend(), fade_s=0.03)
+    heard_ms, stamp_ms = [], []
+    try:
+        for i in range(n):
+            u = Utterance('a b c d', conversation_id=f'bi{i}')
+            rig.sp.submit(u)
+            while u.started_at is None:
+                time.sleep(0.002)
+            while clock() < u.started_at + 0.3 + random.random() * 0.5:
+                time.sleep(0.002)
+            t_stop = clock()
+            rig.sp.stop(u, 'barge-in')
+            u.done.wait(2)
+            time.sleep(0.35)
+            x, t0 = rec.between(t_stop - 0.1, t_stop + 0.35)
+            loud = np.nonzero(np.abs(x) > 0.01)[0]
+            if len(loud):
+                heard_ms.append(t0 + loud[-1] / RATE - t_stop)
+            stamp_ms.append(u.ended_at - t_stop)
+    finally:
+        rig.close()
+    return {'n': len(heard_ms), 'target_ms': 150, 'heard_p50_ms': pct(heard_ms, 50),
+            'heard_p99_ms': pct(heard_ms, 99), 'heard_max_ms': pct(heard_ms, 100),
+            'interrupted_stamp_p50_ms': pct(stamp_ms, 50),
+            'interrupted_stamp_p99_ms': pct(stamp_ms, 99),
+            'fade_ms': 30, 'output_latency_ms': 60, 'block_ms': 10}
+
+
+def amplitude(rec) -> dict:
+    rig = Rig(EspeakBackend('en-us', 160), amplitude_hz=50)
+    try:
+        u = Utterance('The eyes follow the loudness of the voice, syllable by syllable, '
+                      'while the droid is talking.', conversation_id='amp')
+        rig.sp.submit(u)
+        u.done.wait(30)
+        time.sleep(0.4)
+        amps = [e for e in rig.events if e.kind == 'amplitude']
+        speech = [e for e in amps if u.started_at <= e.t <= u.ended_at]
+        rate = len(speech) / (u.ended_at - u.started_at)
+        # Lag of the amplitude curve behind the recorded audio: cross-correlate the
+        # amplitude series with the recorded RMS envelope at 50 Hz.
+        x, t0 = rec.between(u.started_at - 0.5, u.ended_at + 0.5)
+        hop = RATE // 50
+        env_t = t0 + (np.arange(len(x) // hop) + 0.5) * hop / RATE
+        env = np.array([rms_norm(x[i * hop:(i + 1) * hop]) for i in range(len(x) // hop)])
+        amp_on_grid = np.interp(env_t, [e.t for e in amps], [e.amplitude for e in amps],
+                                left=0.0, right=0.0)
+        lags = range(-10, 11)                     # +-200 ms in 20 ms steps
+        scores = [np.corrcoef(np.roll(amp_on_grid, -k), env)[0, 1] for k in lags]
+        best = list(lags)[int(np.nanargmax(scores))]
+        fine = np.linspace(-0.03, 0.03, 61)
+        fine_scores = [np.corrcoef(np.interp(env_t, [e.t + d for e in amps],
+                                             [e.amplitude for e in amps], left=0, right=0),
+                                   env)[0, 1] for d in fine]
+        return {'rate_hz': round(rate, 1), 'messages': len(amps),
+                'release_lag_p50_ms': pct(rig.release_lag, 50),
+                'release_lag_p99_ms': pct(rig.release_lag, 99),
+                'lag_vs_recorded_audio_ms': round(float(fine[int(np.nanargmax(fine_scores))])
+                                                  * 1000.0, 1),
+                'coarse_lag_steps_20ms': best,
+                'correlation_with_recorded_envelope': round(float(np.nanmax(fine_scores)), 3),
+                'ends_with_zero': amps[-1].amplitude == 0.0}
+    finally:
+        rig.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--n', type=int, default=20, help='repetitions per measurement')
+    args = ap.parse_args()
+    out = {}
+    with PulseAudioServer() as pa:
+        os.environ['PULSE_SOURCE'] = pa.SINK + '.monitor'
+        import sounddevice as sd
+        sd._terminate()
+        sd._initialize()
+        rec = Recorder()
+        try:
+            ttfa = {'mock': first_audio(MockBackend(), args.n),
+                    'espeak': first_audio(EspeakBackend('en-us', 175), args.n)}
+            with FakeElevenLabs(api_key='bench', first_chunk_delay=0.0) as fake:
+                ws = ElevenLabsBackend('bench', use_websocket=True, base_url=fake.base_url,
+                                       ws_base_url=fake.ws_base_url)
+                ttfa['fake_elevenlabs_websocket_prepared'] = first_audio(
+                    ws, args.n, prepare=lambda: ws.prepare(VoiceSpec()))
+                ws_cold = ElevenLabsBackend('bench', use_websocket=True,
+                                            base_url=fake.base_url,
+                                            ws_base_url=fake.ws_base_url)
+                ws_cold.prepare = lambda voice: None
+                ttfa['fake_elevenlabs_websocket_cold'] = first_audio(ws_cold, args.n)
+                ttfa['fake_elevenlabs_http'] = first_audio(
+                    ElevenLabsBackend('bench', use_websocket=False, base_url=fake.base_url),
+                    args.n)
+            out['sentence_to_first_audio_written'] = ttfa
+            out['barge_in_stop'] = barge_in(rec, args.n)
+            out['amplitude'] = amplitude(rec)
+        finally:
+            rec.close()
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == '__main__':
+    main()
