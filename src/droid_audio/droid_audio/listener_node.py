@@ -126,7 +126,12 @@ class ListenerNode(Node):
                                'worker; the oldest is dropped when full', min_value=2,
                                max_value=1000, read_only=True)
         self.cfg = cfg
-        self.core = ListenerCore(cfg, initial_mode=parse_mode(initial))
+        try:
+            mode = parse_mode(initial)
+        except ValueError as exc:
+            self.get_logger().error(f'{exc}; starting in IDLE')
+            mode = MODE['IDLE']
+        self.core = ListenerCore(cfg, initial_mode=mode)
         self.diag = Diagnostics(self, hardware_id='listener')
         self._load_models()
 

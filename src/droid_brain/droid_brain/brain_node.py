@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from builtin_interfaces.msg import Time as TimeMsg
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -99,7 +100,11 @@ class _NodeSink(Sink):
                          stage=TRACE['STAGE_' + stage], node=n.get_fully_qualified_name(),
                          detail=detail[:200])
         msg.header.stamp = n.get_clock().now().to_msg()
-        msg.input_stamp = to_time_msg(turn.input_stamp)
+        if turn.input_stamp_ns is not None:
+            ns = turn.input_stamp_ns
+            msg.input_stamp = TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        else:
+            msg.input_stamp = to_time_msg(turn.input_stamp)
         n.trace_pub.publish(msg)
 
     def status(self, level, message):
@@ -325,8 +330,10 @@ class BrainNode(Node):
             return
         self._seen = (self._seen + [key])[-100:]
         self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard: {text}')
+        stamp = msg.header.stamp
         self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
-                                input_stamp=to_sec(msg.header.stamp)))
+                                input_stamp=to_sec(stamp),
+                                input_stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec))
 
     def _on_speech_event(self, msg: SpeechEvent) -> None:
         if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:

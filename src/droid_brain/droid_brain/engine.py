@@ -42,6 +42,7 @@ class Turn:
     utterance_id: int
     text: str
     input_stamp: float = 0.0                  # stamp of the triggering message [s]
+    input_stamp_ns: int | None = None         # the same, exact (ROS stamps), if known
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ''
 

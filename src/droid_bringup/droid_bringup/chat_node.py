@@ -69,9 +69,9 @@ class Chat(Node):
                 line = self.lines.get_nowait()
             except queue.Empty:
                 return
-            self.handle(line.strip())
+            self.handle_line(line.strip())
 
-    def handle(self, line: str):
+    def handle_line(self, line: str):
         if not line:
             return
         if line.startswith('/'):

@@ -22,7 +22,7 @@ from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.convert import message_to_ordereddict
 from rosidl_runtime_py.utilities import get_message
 
-from droid_bringup.replay import (RECORDED, RECORDED_STAGES, Normaliser, read_bag, sort_events,
+from droid_bringup.replay import (RECORDED_STAGES, Normaliser, read_bag, sort_events,
                                   write_events)
 from droid_common.contract import constants_with_prefix
 from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
@@ -102,7 +102,13 @@ def main(argv=None):
     node = Replay(messages)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     tick_ns = int(args.tick_ms * 1e6)
     start_ns = messages[0].t_ns - int(args.lead_s * 1e9)
@@ -148,6 +154,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         rc = 130
     finally:
+        stop.set()
+        spinner.join(timeout=5.0)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()

@@ -119,7 +119,10 @@ def main(argv=None) -> int:
             return 1
         print(f'{args.output} is up to date')
         return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if not args.output.parent.is_dir():
+        print(f'{args.output.parent} does not exist: run from the source tree '
+              '(PYTHONPATH=src/droid_eyes) or pass --output', file=sys.stderr)
+        return 2
     args.output.write_text(text)
     print(f'wrote {args.output}')
     return 0

@@ -21,8 +21,8 @@ SHAPES = {
     'open': [0x3C, 0x7E, 0xFF, 0xFF, 0xFF, 0xFF, 0x7E, 0x3C],
     'wide': [0x3C, 0x7E, 0xFF, 0xE7, 0xE7, 0xFF, 0x7E, 0x3C],
     'happy': [0x00, 0x18, 0x3C, 0x66, 0xC3, 0x81, 0x00, 0x00],
-    'sad': [0x00, 0x00, 0xC0, 0xF0, 0xFC, 0xFF, 0x7E, 0x3C],
-    'angry': [0x00, 0x00, 0x03, 0x0F, 0x3F, 0xFF, 0x7E, 0x3C],
+    'sad': [0x00, 0x00, 0x03, 0x0F, 0x3F, 0xFF, 0x7E, 0x3C],     # lids rise to the nose
+    'angry': [0x00, 0x00, 0xC0, 0xF0, 0xFC, 0xFF, 0x7E, 0x3C],   # lids fall to the nose
     'closed': [0x00, 0x00, 0x00, 0x00, 0x7E, 0x00, 0x00, 0x00],
 }
 DEFAULT_SPEED = {_P['blink']: 0.3, _P['pulse']: 0.5, _P['spin']: 1.0, _P['thinking']: 1.5}
@@ -85,12 +85,16 @@ def _display(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0, 1) ** GAMMA * 255 + 0.5).astype(np.uint8)
 
 
-def to_png(pixels: np.ndarray, scale: int = 12, gap: int = 2) -> bytes:
-    """An (H, W, 3) float image -> PNG bytes, each pixel an LED of ``scale`` px."""
-    h, w, _ = pixels.shape
+def to_png(pixels: np.ndarray, scale: int = 12, gap: int = 2, eye_gap: int = 2) -> bytes:
+    """An (H, W, 3) float image -> PNG bytes, each pixel an LED of ``scale`` px; two eyes
+    (W = 16) are drawn ``eye_gap`` LEDs apart."""
     img8 = _display(pixels)
     # unlit LEDs as dark grey dots, so the matrix is visible when off
     img8 = np.where(img8.sum(axis=2, keepdims=True) == 0, np.uint8(28), img8)
+    if img8.shape[1] == 16 and eye_gap > 0:
+        space = np.zeros((img8.shape[0], eye_gap, 3), dtype=np.uint8)
+        img8 = np.concatenate([img8[:, :8], space, img8[:, 8:]], axis=1)
+    h, w, _ = img8.shape
     big = np.zeros((h * scale, w * scale, 3), dtype=np.uint8)
     s = scale - gap
     for y in range(h):

@@ -50,8 +50,10 @@ def test_patterns_light_the_expected_leds():
 
 def test_png_is_valid_and_shows_the_colour():
     px = render.eye_pixels(PATTERNS['solid'], (0.0, 1.0, 0.0), 1.0, 0.0)
-    img = read_png(render.to_png(px, scale=10, gap=2))
-    assert img.shape == (80, 160, 3)
+    img = read_png(render.to_png(px, scale=10, gap=2, eye_gap=2))
+    assert img.shape == (80, 180, 3)                         # 16 LEDs + 2 between the eyes
+    assert tuple(img[35, 85]) == (0, 0, 0)                   # the space between the eyes
+    assert tuple(img[35, 125]) == (0, 255, 0)                # the right eye
     assert tuple(img[35, 35]) == (0, 255, 0)                 # a lit LED centre
     assert tuple(img[5, 5]) == (28, 28, 28)                  # an unlit LED
     assert tuple(img[0, 0]) == (0, 0, 0)                     # the gap between LEDs

@@ -25,14 +25,19 @@ import threading
 import time
 
 import numpy as np
-
 from droid_common.testing import PulseAudioServer
 from droid_voice.amplitude import rms_norm
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.output import SoundDeviceOutput
 from droid_voice.speaker import Speaker, Utterance
-from droid_voice.synth import (RATE, Backend, ElevenLabsBackend, EspeakBackend, MockBackend,
-                               VoiceSpec)
+from droid_voice.synth import (
+    RATE,
+    Backend,
+    ElevenLabsBackend,
+    EspeakBackend,
+    MockBackend,
+    VoiceSpec,
+)
 
 clock = time.monotonic
 SENTENCES = ['Hello there, I am the droid.', 'The cantina is open tonight.',

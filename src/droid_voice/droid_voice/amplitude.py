@@ -33,7 +33,7 @@ class AmplitudeMeter:
         if rate_hz <= 0:
             raise ValueError('rate_hz must be > 0')
         self.sample_rate = int(sample_rate)
-        self.window = max(1, int(round(self.sample_rate / float(rate_hz))))
+        self.window = max(1, round(self.sample_rate / float(rate_hz)))
         self._buf = np.zeros(0, dtype=np.float32)
         self._t_start = 0.0
 

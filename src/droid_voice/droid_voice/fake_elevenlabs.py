@@ -73,7 +73,7 @@ class FakeElevenLabs:
     def ws_base_url(self) -> str:
         return f'ws://127.0.0.1:{self._ws.socket.getsockname()[1]}'
 
-    def start(self) -> 'FakeElevenLabs':
+    def start(self) -> FakeElevenLabs:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,7 +82,7 @@ class FakeElevenLabs:
             def log_message(self, *args):  # quiet
                 pass
 
-            def do_POST(self):  # noqa: N802 - http.server API
+            def do_POST(self):
                 url = urllib.parse.urlparse(self.path)
                 body = json.loads(self.rfile.read(int(self.headers.get('content-length', 0)))
                                   or b'{}')

@@ -164,7 +164,7 @@ class TrackReader:
         self._thread.join(timeout=2.0)
         try:
             self._file.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
 
 

@@ -10,15 +10,27 @@ from __future__ import annotations
 import math
 import threading
 
+from droid_common import names
+from droid_common.contract import constants
+from droid_common.ros import (
+    ERROR,
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    Diagnostics,
+    check_choice,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_time_msg,
+)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
-from droid_common import names
-from droid_common.contract import constants
-from droid_common.ros import (ERROR, LATCHED_QOS, OK, RELIABLE_QOS, WARN, Diagnostics,
-                              check_choice, declare, log_prefix, now_sec, run, to_time_msg)
 from droid_msgs.action import PlayMusic
 from droid_msgs.msg import MusicState, SpeechEvent, SystemMode
 from droid_msgs.srv import MusicControl

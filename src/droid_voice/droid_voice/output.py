@@ -86,7 +86,7 @@ class SoundDeviceOutput:
             try:
                 self.stream.abort()
                 self.stream.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110
                 pass
             self.stream = None
 
@@ -105,7 +105,7 @@ class MockOutput:
         self.render = render
         self.clock = clock
         self.sample_rate = int(sample_rate)
-        self.block = max(1, int(round(block_s * sample_rate)))
+        self.block = max(1, round(block_s * sample_rate))
         self.block_s = self.block / self.sample_rate
         self.poll_s = float(poll_s)
         self.max_catch_up = float(max_catch_up)
@@ -141,7 +141,7 @@ class MockOutput:
         while not self._stop.is_set():
             try:
                 self.step(self.clock())
-            except Exception:  # noqa: BLE001 - the pacer must survive a bad block
+            except Exception:  # noqa: BLE001, S110 - the pacer must survive a bad block
                 pass
             time.sleep(self.poll_s)
 

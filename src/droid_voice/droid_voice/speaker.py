@@ -27,11 +27,13 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-
 from droid_common.secrets import redact
+
 from droid_voice.amplitude import AmplitudeMeter, DueQueue
 from droid_voice.envelope import FadeOut
 from droid_voice.synth import RATE, Backend, VoiceSpec, estimate_duration
+
+DEFAULT_VOICE = VoiceSpec()
 
 QUEUED, PLAYING, STOPPING, FINISHED = 'queued', 'playing', 'stopping', 'finished'
 COMPLETED, INTERRUPTED, FAILED = 'completed', 'interrupted', 'failed'
@@ -42,7 +44,7 @@ class Utterance:
     """One thing to say: a reply sentence or a Speak goal."""
 
     def __init__(self, text: str, *, conversation_id: str = '', utterance_id: int = 0,
-                 index: int = 0, goal: bool = False, voice: VoiceSpec = VoiceSpec(),
+                 index: int = 0, goal: bool = False, voice: VoiceSpec = DEFAULT_VOICE,
                  input_stamp: float = 0.0, received: float = 0.0,
                  last_in_reply: bool = False, words_per_minute: float = 160.0):
         self.id = next(_ids)
@@ -113,7 +115,7 @@ class Speaker:
         self.backend = backend
         self.fallback = fallback
         self.clock = clock
-        self.fade_samples = max(1, int(round(fade_s * RATE)))
+        self.fade_samples = max(1, round(fade_s * RATE))
         self.meter = AmplitudeMeter(RATE, amplitude_hz)
         self.default_voice = default_voice
         self.on_warning = on_warning or (lambda msg, utt: None)
@@ -326,7 +328,7 @@ class Speaker:
     def _prepare(self) -> None:
         try:
             self.backend.prepare(self.default_voice())
-        except Exception:  # noqa: BLE001 - prepare is an optimisation only
+        except Exception:  # noqa: BLE001, S110 - prepare is an optimisation only
             pass
 
     def _push(self, utt: Utterance, chunk: np.ndarray, backend: str) -> None:

@@ -23,11 +23,10 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-
 from droid_common.audio import EspeakError, espeak, to_int16_mono
 from droid_common.secrets import redact
 
@@ -96,7 +95,7 @@ class MockBackend(Backend):
         return estimate_duration(text, self.words_per_minute)
 
     def stream(self, text, voice=VoiceSpec(), cancel=None):
-        n = int(round(self.duration(text) * RATE))
+        n = round(self.duration(text) * RATE)
         t = np.arange(n, dtype=np.float64) / RATE
         env = np.abs(np.sin(np.pi * 4.0 * t))           # ~4 syllables per second
         x = self.amplitude * env * np.sin(2 * np.pi * 180.0 * t)
@@ -223,7 +222,7 @@ class ElevenLabsBackend(Backend):
         if self._client is not None:
             try:
                 self._client._client_wrapper.httpx_client.httpx_client.close()
-            except Exception:  # noqa: BLE001 - best effort at shutdown
+            except Exception:  # noqa: BLE001, S110 - best effort at shutdown
                 pass
 
     # -- HTTP stream (SDK) ------------------------------------------------------------
@@ -282,7 +281,7 @@ class ElevenLabsBackend(Backend):
     def _close_quietly(conn) -> None:
         try:
             conn.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110
             pass
 
     def _take_ws(self, voice_id: str):

@@ -11,25 +11,50 @@ import json
 import threading
 import time
 
+from droid_common import names
+from droid_common.ros import (
+    ERROR,
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    SENSOR_QOS,
+    WARN,
+    Diagnostics,
+    check_choice,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_sec,
+    to_time_msg,
+)
+from droid_common.secrets import env_secret, redact
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
-from droid_common import names
-from droid_common.ros import (ERROR, OK, RELIABLE_QOS, SENSOR_QOS, LATCHED_QOS, WARN,
-                              Diagnostics, check_choice, declare, log_prefix, now_sec, run,
-                              to_sec, to_time_msg)
-from droid_common.secrets import env_secret, redact
 from droid_msgs.action import Speak
-from droid_msgs.msg import (Persona, ReplySentence, SpeechAmplitude, SpeechEvent, TraceEvent,
-                            VoiceActivity)
+from droid_msgs.msg import (
+    Persona,
+    ReplySentence,
+    SpeechAmplitude,
+    SpeechEvent,
+    TraceEvent,
+    VoiceActivity,
+)
 from droid_voice.output import MockOutput, SoundDeviceOutput
-from droid_voice.sentences import Drop, ReplyEnd, Sentence, Speak as SpeakAction, Supersede
-from droid_voice.sentences import TurnTracker
+from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
+from droid_voice.sentences import Speak as SpeakAction
 from droid_voice.speaker import COMPLETED, FAILED, INTERRUPTED, Speaker, Utterance
-from droid_voice.synth import (DEFAULT_ELEVENLABS_MODEL, RATE, ElevenLabsBackend,
-                               EspeakBackend, MockBackend, VoiceSpec)
+from droid_voice.synth import (
+    DEFAULT_ELEVENLABS_MODEL,
+    RATE,
+    ElevenLabsBackend,
+    EspeakBackend,
+    MockBackend,
+    VoiceSpec,
+)
 
 BACKENDS = ('elevenlabs', 'espeak', 'mock')
 OUTPUTS = ('sounddevice', 'mock')
@@ -51,7 +76,8 @@ class TtsNode(Node):
         self._goal_utts: dict = {}         # goal uuid bytes -> Utterance
         self._last_amplitude = 0.0
         self._fallbacks = 0
-        self._record = open(p['record_path'], 'a', encoding='utf-8') if p['record_path'] else None
+        self._record = (open(p['record_path'], 'a', encoding='utf-8')  # noqa: SIM115 - closed in close()
+                        if p['record_path'] else None)
         self._record_lock = threading.Lock()
 
         primary, fallback, backend_msg, level = self._make_backends(p)
@@ -186,8 +212,8 @@ class TtsNode(Node):
             self.get_logger().error(msg)
             return espeak, None, msg, WARN
         mode = 'websocket stream-input' if p['use_websocket'] else 'HTTP stream'
-        return el, espeak, f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback ' \
-                           'espeak-ng', OK
+        return el, espeak, (f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback '
+                            'espeak-ng'), OK
 
     def _make_output(self, p):
         if p['output'] == 'sounddevice':

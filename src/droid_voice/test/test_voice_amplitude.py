@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from droid_voice.amplitude import AmplitudeMeter, DueQueue, rms_norm
 
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from droid_voice.envelope import DuckingEnvelope, FadeOut
 
 

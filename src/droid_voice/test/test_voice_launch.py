@@ -11,15 +11,15 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from rclpy.action import ActionClient  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+from ament_index_python.packages import get_package_share_directory
+from droid_common import names
+from droid_common.ros import LATCHED_QOS
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
 
-from droid_common import names  # noqa: E402
-from droid_common.ros import LATCHED_QOS  # noqa: E402
-from droid_msgs.action import Speak  # noqa: E402
-from droid_msgs.msg import MusicState  # noqa: E402
+from droid_msgs.action import Speak
+from droid_msgs.msg import MusicState
 
 DOMAIN = 200 + os.getpid() % 30
 NS = 'voicelaunch'
@@ -31,7 +31,7 @@ def test_launch_file_mock_profile(tmp_path):
     assert os.path.isfile(params)
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                PYTHONUNBUFFERED='1')
-    log = open(tmp_path / 'launch.log', 'wb')
+    log = open(tmp_path / 'launch.log', 'wb')  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(['ros2', 'launch', 'droid_voice', 'voice.launch.py',
                              f'params_file:={params}', f'namespace:={NS}',
                              f'library_dir:={tmp_path}'],

@@ -6,10 +6,16 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-
 from droid_voice.envelope import DuckingEnvelope
-from droid_voice.music import (PAUSED, PLAYING, STOPPED, MusicError, MusicLibrary, MusicPlayer,
-                               TrackReader)
+from droid_voice.music import (
+    PAUSED,
+    PLAYING,
+    STOPPED,
+    MusicError,
+    MusicLibrary,
+    MusicPlayer,
+    TrackReader,
+)
 
 FORMATS = {'wav': ('WAV', 'PCM_16'), 'flac': ('FLAC', 'PCM_16'), 'ogg': ('OGG', 'VORBIS'),
            'mp3': ('MP3', 'MPEG_LAYER_III')}
@@ -107,7 +113,7 @@ def test_player_volume_ducking_loop_and_end(library):
     track = lib.match('mono tone')
     player.play(track, player.open(track))
     time.sleep(0.2)                                         # reader fills its queue
-    level = lambda block: float(np.max(np.abs(block)))      # noqa: E731
+    level = lambda block: float(np.max(np.abs(block)))
     a = player.render(1600, 0.0)
     assert a.shape == (1600, 1) and level(a) == pytest.approx(0.25, abs=0.01)
     player.set_ducked(True, 0.1)

@@ -14,25 +14,32 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-import soundfile as sf  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.action import ActionClient  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
+import soundfile as sf
+from diagnostic_msgs.msg import DiagnosticArray
+from droid_common import names
+from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec, to_time_msg
+from droid_common.testing import PulseAudioServer
+from droid_voice.fake_elevenlabs import FakeElevenLabs
+from droid_voice.music_node import MusicNode
+from droid_voice.tts_node import TtsNode
+from rclpy.action import ActionClient
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rosgraph_msgs.msg import Clock
 
-from droid_common import names  # noqa: E402
-from droid_common.ros import (LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec,  # noqa: E402
-                              to_time_msg)
-from droid_common.testing import PulseAudioServer  # noqa: E402
-from droid_msgs.action import PlayMusic, Speak  # noqa: E402
-from droid_msgs.msg import (MusicState, Persona, ReplySentence, SpeechAmplitude,  # noqa: E402
-                            SpeechEvent, SystemMode, TraceEvent, VoiceActivity)
-from droid_msgs.srv import MusicControl  # noqa: E402
-from droid_voice.fake_elevenlabs import FakeElevenLabs  # noqa: E402
-from droid_voice.music_node import MusicNode  # noqa: E402
-from droid_voice.tts_node import TtsNode  # noqa: E402
+from droid_msgs.action import PlayMusic, Speak
+from droid_msgs.msg import (
+    MusicState,
+    Persona,
+    ReplySentence,
+    SpeechAmplitude,
+    SpeechEvent,
+    SystemMode,
+    TraceEvent,
+    VoiceActivity,
+)
+from droid_msgs.srv import MusicControl
 
 DOMAIN = 200 + os.getpid() % 30
 
@@ -141,9 +148,17 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
         fa = next(t for t in trace if t.stage == TraceEvent.STAGE_FIRST_AUDIO)
         assert to_sec(fa.input_stamp) == pytest.approx(to_sec(first.header.stamp))
         assert fa.node == '/tts' and fa.conversation_id == 'c1' and fa.utterance_id == 1
+        # The end marker may also come after the last sentence has finished playing.
+        reply.publish(sentence(rig, 'c1', 2, 0, 'Late marker.'))
+        assert rig.wait_for(lambda: events_of(ev)[-1] == (0, E) and len(ev) == 6, 10)
+        assert not ev[-1].last_in_reply
+        reply.publish(sentence(rig, 'c1', 2, 1, final=True))
+        assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE and
+                                        t.utterance_id == 2 for t in trace), 5)
         lines = [json.loads(x) for x in record.read_text().splitlines()]
-        assert [x['text'] for x in lines] == ['Hello there friend.', 'I am a droid today.']
-        assert lines[-1]['last_in_reply'] and lines[-1]['status'] == 'completed'
+        assert [x['text'] for x in lines] == ['Hello there friend.', 'I am a droid today.',
+                                              'Late marker.']
+        assert lines[1]['last_in_reply'] and lines[1]['status'] == 'completed'
     finally:
         rig.close()
 

@@ -1,6 +1,13 @@
 """Sentence ordering and dropping per turn (plain Python)."""
 
-from droid_voice.sentences import Drop, ReplyEnd, Sentence, Speak, Supersede, TurnTracker
+from droid_voice.sentences import (
+    Drop,
+    ReplyEnd,
+    Sentence,
+    Speak,
+    Supersede,
+    TurnTracker,
+)
 
 
 def s(cid, utt, idx, text='x', final=False, received=0.0):

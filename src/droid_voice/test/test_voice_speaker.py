@@ -7,12 +7,17 @@ import time
 
 import numpy as np
 import pytest
-
 from droid_voice.amplitude import rms_norm
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.output import MockOutput
 from droid_voice.speaker import COMPLETED, INTERRUPTED, Speaker, Utterance
-from droid_voice.synth import RATE, Backend, ElevenLabsBackend, EspeakBackend, MockBackend
+from droid_voice.synth import (
+    RATE,
+    Backend,
+    ElevenLabsBackend,
+    EspeakBackend,
+    MockBackend,
+)
 
 
 class ToneBackend(Backend):
@@ -116,7 +121,7 @@ def test_amplitude_is_the_rms_of_what_is_heard_at_its_stamp():
     t0 = rig.blocks[0][0]
     audio = rig.audio()
     for e in speech[5:-5]:
-        i = int(round((e.t - t0) * RATE))
+        i = round((e.t - t0) * RATE)
         half = RATE // 80
         assert e.amplitude == pytest.approx(rms_norm(audio[i - half:i + half]), abs=0.02)
     assert max(e.amplitude for e in speech) > 0.4
@@ -142,7 +147,7 @@ def test_stop_fades_out_quickly_and_drops_the_rest_of_the_turn():
     assert a.played_s <= (t_stop - a.started_at) + 0.03 + 0.02 + 1e-6
     # The last 30 ms of what was heard of `a` is its audio under a linear fade to 0.
     audio = rig.audio()
-    i0 = int(round((a.started_at - rig.blocks[0][0]) * RATE))
+    i0 = round((a.started_at - rig.blocks[0][0]) * RATE)
     heard = audio[i0:i0 + a.played]
     tone = ToneBackend().synthesize(a.text)[:a.played].astype(np.float32) / 32768.0
     gains = 1.0 - (np.arange(480) + 1.0) / 480
