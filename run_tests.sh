@@ -21,6 +21,7 @@ command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v pulseaudio >/dev/null || need_apt+=(pulseaudio)
 command -v pactl >/dev/null || need_apt+=(pulseaudio-utils)
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || need_apt+=(libportaudio2)
+command -v g++ >/dev/null || need_apt+=(g++)     # the eyes firmware's host-side test
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing Debian packages: ${need_apt[*]}"

@@ -198,15 +198,21 @@ class FrameAssembler:
 
 
 class CaptureTimeline:
-    """Stamps for consecutive capture blocks: anchored to a measured time, advanced by
-    the sample count (no jitter), re-anchored when the measurement drifts by more than
-    ``tolerance`` seconds (an overflow, a stall, a clock jump)."""
+    """Stamps for consecutive capture blocks, advanced by the sample count (no jitter).
+
+    A block can arrive late (scheduling, bursts) but never before it was captured, so
+    the measured time is an upper bound of the true one: the timeline follows the
+    earliest consistent anchor (a measurement earlier than expected moves the anchor
+    back to it) and re-anchors forward only when a measurement is later than expected
+    by more than ``tolerance`` seconds (samples were lost: overflow, stall, clock jump).
+    """
 
     def __init__(self, rate: int, tolerance: float = 0.04):
         self.rate = int(rate)
         self.tolerance = tolerance
         self._anchor_t = None
         self._samples = 0
+        self._last_n = 0
         self.reanchors = 0
 
     def stamp(self, measured_t: float, n_samples: int) -> float:
@@ -215,13 +221,20 @@ class CaptureTimeline:
         if self._anchor_t is None:
             self._anchor_t, self._samples = measured_t, 0
         expected = self._anchor_t + self._samples / self.rate
-        if abs(measured_t - expected) > self.tolerance:
+        if measured_t > expected + self.tolerance:
             self.reanchors += 1
             self._anchor_t, self._samples = measured_t, 0
             expected = measured_t
+        elif measured_t < expected:
+            # move back, but at most half a block per block so stamps stay increasing
+            shift = min(expected - measured_t, 0.5 * self._last_n / self.rate)
+            self._anchor_t -= shift
+            expected -= shift
         self._samples += int(n_samples)
+        self._last_n = int(n_samples)
         return expected
 
     def reset(self) -> None:
         self._anchor_t = None
         self._samples = 0
+        self._last_n = 0

@@ -91,12 +91,22 @@ def test_stream_resampler_matches_block_size_independence():
     np.testing.assert_allclose(outs[0][:n], outs[2][:n], atol=1e-2)
 
 
-def test_capture_timeline_smooths_jitter_and_reanchors_on_jumps():
+def test_capture_timeline_smooths_late_arrivals_and_reanchors_on_gaps():
     tl = CaptureTimeline(16000, tolerance=0.04)
-    jitter = [0.0, 0.012, -0.01, 0.02, -0.015]
-    stamps = [tl.stamp(10.0 + k * 0.08 + j, 1280) for k, j in enumerate(jitter)]
-    assert stamps == pytest.approx([10.0 + k * 0.08 for k in range(5)])
-    assert tl.stamp(20.0, 1280) == 20.0 and tl.reanchors == 1
+    late = [0.03, 0.012, 0.0, 0.02, 0.035]          # arrival delays (never early)
+    stamps = [tl.stamp(10.0 + k * 0.08 + d, 1280) for k, d in enumerate(late)]
+    # the anchor follows the earliest consistent measurement (block 2: no delay)
+    assert stamps[2:] == pytest.approx([10.16, 10.24, 10.32])
+    assert stamps[0] == pytest.approx(10.03) and stamps[1] == pytest.approx(10.092)
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+    assert tl.reanchors == 0
+    assert tl.stamp(20.0, 1280) == 20.0 and tl.reanchors == 1      # samples were lost
+    assert tl.stamp(20.08, 1280) == pytest.approx(20.08)
+    # a burst of blocks that sat in a buffer: stamps converge back, always increasing
+    tl = CaptureTimeline(16000)
+    got = [tl.stamp(m, 1280) for m in (5.3, 5.3, 5.3, 5.3, 5.32, 5.4, 5.48, 5.56, 5.64, 5.72)]
+    assert all(b - a >= 0.04 - 1e-9 for a, b in zip(got, got[1:]))
+    assert got[-1] == pytest.approx(5.72) and got[-2] == pytest.approx(5.64)
 
 
 def test_parse_device():

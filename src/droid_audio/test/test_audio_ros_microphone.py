@@ -71,7 +71,9 @@ def test_microphone_errors_retries_recovers_and_stamps(tmp_path):
             stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in msgs])
             assert all(len(m.data) == 1280 and m.sample_rate == 16000 for m in msgs)
             assert np.diff([m.seq for m in msgs]).min() >= 1
-            assert np.allclose(np.diff(stamps), 0.08, atol=0.045)     # 80 ms apart
+            diffs = np.diff(stamps)
+            assert (diffs > 0).all()                                   # monotonic
+            assert np.median(diffs) == pytest.approx(0.08, abs=0.002)  # 80 ms apart
             assert now - 2.0 < stamps[-1] < now                        # capture time, node clock
             data = np.concatenate([np.asarray(m.data) for m in msgs])
             assert np.abs(data).max() > 4000                           # the fed tone

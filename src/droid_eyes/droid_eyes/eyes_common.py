@@ -52,7 +52,7 @@ from droid_msgs.msg import (
 )
 
 # Debug topic: every frame written to the device (droid_common.names has no entry yet).
-FRAMES = 'eyes/frames'
+FRAMES = names.EYE_FRAMES
 
 
 class RosLogAdapter:

@@ -32,6 +32,7 @@ MUSIC_CONTROL = 'music/control'              # droid_msgs/srv/MusicControl
 # droid_eyes
 EYE_COMMAND = 'eyes/command'                 # droid_msgs/EyeCommand
 EYE_STATE = 'eyes/state'                     # droid_msgs/EyeState, latched
+EYE_FRAMES = 'eyes/frames'                   # std_msgs/UInt8MultiArray: each serial frame written (debug)
 
 # cross-cutting
 TRACE = 'trace'                              # droid_msgs/TraceEvent, reliable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+from pathlib import Path
 
 from droid_common import names
 from droid_common.contract import constants
@@ -34,6 +35,7 @@ from rclpy.node import Node
 from droid_msgs.action import PlayMusic
 from droid_msgs.msg import MusicState, SpeechEvent, SystemMode
 from droid_msgs.srv import MusicControl
+from droid_voice.demo_music import make_demo_library
 from droid_voice.envelope import DuckingEnvelope
 from droid_voice.music import PAUSED, PLAYING, MusicError, MusicLibrary, MusicPlayer
 from droid_voice.output import MockOutput, SoundDeviceOutput
@@ -48,6 +50,8 @@ class MusicNode(Node):
     def __init__(self, node_name: str = 'music', **kwargs):
         super().__init__(node_name, **kwargs)
         p = self._declare_params()
+        if not p['library_dir'] and p['demo_library']:
+            p['library_dir'] = str(make_demo_library(Path(p['demo_library_dir'])))
         self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
         self.library = MusicLibrary(p['library_dir'])
         duck = DuckingEnvelope(p['duck_level'], p['duck_ramp_ms'] / 1000.0,
@@ -88,6 +92,10 @@ class MusicNode(Node):
         d = {}
         d['library_dir'] = declare(self, 'library_dir', '', 'Directory of music files (WAV, '
                                    'FLAC, OGG, MP3, searched recursively)')
+        d['demo_library'] = declare(self, 'demo_library', False, 'With no library_dir: play a '
+                                    'few synthesised demo tunes (the mock profile uses this)')
+        d['demo_library_dir'] = declare(self, 'demo_library_dir', '~/.cache/droid/demo_music',
+                                        'Where the demo tunes are written once')
         d['output'] = declare(self, 'output', 'sounddevice', 'Audio output: sounddevice | mock '
                               '(no device, paced by the node clock)', read_only=True,
                               choices=OUTPUTS)
