@@ -29,8 +29,8 @@ def parse_device(value):
     if isinstance(value, int):
         return value
     text = str(value).strip()
-    if not text or text.lower() == 'default':
-        return None if not text else 'default'
+    if not text:
+        return None
     if text.lstrip('-').isdigit():
         return int(text)
     return text

@@ -162,9 +162,10 @@ class MockAudioSource:
                     else:
                         break
                     self._pos = 0
-                    if started is None:
+                    if started is None or (started.transcript is None and
+                                           self._current.transcript is not None):
                         started = self._current
-                        span = (filled + self._current.speech_start - 0,
+                        span = (filled + self._current.speech_start,
                                 filled + self._current.speech_end)
                 seg = self._current
                 take = min(n - filled, len(seg.samples) - self._pos)

@@ -170,6 +170,9 @@ class SttNode(Node):
         if job.kind == 'partial':
             if not self.buffers.is_open(buf.key):
                 return   # ended or cancelled meanwhile: the final will follow
+            new_audio = job.audio[-max(1, int(self.partial_ms * MIC_RATE / 1000)):]
+            if buf.partials and self.engine.is_silence(new_audio):
+                return   # trailing silence adds no words: keep the worker free for the final
             res = self.engine.transcribe(job.audio)
             if res.silent or not res.text or res.text == buf.last_partial_text:
                 return

@@ -264,7 +264,7 @@ control = st.sampled_from([None, None, None, None, 'STARTED', 'ENDED', 'INTERRUP
                            'SLEEP', 'IDLE', 'INTERACTIVE'])
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(st.lists(st.tuples(frame_kinds, control), min_size=1, max_size=300))
 def test_utterance_streams_are_well_formed(steps):
     """Whatever happens, each (conversation, utterance) is STARTED, AUDIO*, then exactly

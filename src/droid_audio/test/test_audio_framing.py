@@ -36,7 +36,7 @@ def test_drop_oldest_queue_wakes_a_waiting_consumer():
     assert q.get(5.0) is None          # closed: returns at once
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, database=None)
 @given(st.lists(st.integers(1, 3000), min_size=1, max_size=30))
 def test_frame_assembler_rechunks_any_sizes_with_exact_stamps(sizes):
     fa = FrameAssembler()

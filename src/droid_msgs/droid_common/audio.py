@@ -67,12 +67,10 @@ def resample(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 def to_int16_mono(data: np.ndarray, rate: int, rate_out: int = MIC_RATE) -> np.ndarray:
     """Any (frames,) or (frames, channels) int/float audio -> int16 mono at ``rate_out``."""
     x = np.asarray(data)
+    scale = 1.0 if np.issubdtype(x.dtype, np.integer) else 32767.0
+    x = x.astype(np.float32) * scale
     if x.ndim == 2:
-        x = x.astype(np.float32).mean(axis=1)
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float32)
-    else:
-        x = x.astype(np.float32) * 32767.0
+        x = x.mean(axis=1)
     y = resample(x, rate, rate_out)
     return np.clip(np.round(y), -32768, 32767).astype(np.int16)
 

@@ -93,7 +93,8 @@ def declare(node, name: str, default, description: str, *, min_value=None, max_v
         desc.additional_constraints = 'one of: ' + ', '.join(map(str, choices))
     if isinstance(default, (list, tuple)) and not default:
         # An empty list has no type rclpy can infer: declare by type.
-        return node.declare_parameter(name, desc.type, desc).value or []
+        from rclpy.parameter import Parameter
+        return node.declare_parameter(name, Parameter.Type(desc.type), desc).value or []
     return node.declare_parameter(name, default, desc).value
 
 
