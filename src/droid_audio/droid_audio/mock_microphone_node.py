@@ -45,7 +45,7 @@ from droid_audio.mock_source import (
     strip_wake_phrase,
     synthesize,
 )
-from droid_audio.msgs import audio_chunk, declare_string_list
+from droid_audio.msgs import audio_chunk
 from droid_msgs.msg import AudioChunk, Transcription
 from droid_msgs.srv import InjectUtterance
 
@@ -55,7 +55,7 @@ class MockMicrophoneNode(Node):
         super().__init__('microphone', **kwargs)
         self.block_ms = declare(self, 'block_ms', 80, 'Published block length [ms]',
                                 min_value=10, max_value=500, read_only=True)
-        self.wav_files = declare_string_list(self, 'wav_files', [], 'WAV files played in '
+        self.wav_files = declare(self, 'wav_files', [], 'WAV files played in '
                                              'order at start (any rate/channels; resampled '
                                              'to 16 kHz mono)', read_only=True)
         self.bag_path = declare(self, 'bag_path', '', 'rosbag2 directory whose AudioChunk '

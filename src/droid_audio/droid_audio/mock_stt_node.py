@@ -26,7 +26,6 @@ from droid_common.ros import (
 )
 from rclpy.node import Node
 
-from droid_audio.msgs import declare_string_list
 from droid_audio.mock_stt import MockScript, MockUtterance, load_script, partial_text
 from droid_msgs.msg import TraceEvent, Transcription, Utterance
 
@@ -34,7 +33,7 @@ from droid_msgs.msg import TraceEvent, Transcription, Utterance
 class MockSttNode(Node):
     def __init__(self, **kwargs):
         super().__init__('stt', **kwargs)
-        transcripts = declare_string_list(self, 'transcripts', [], 'Scripted transcripts, '
+        transcripts = declare(self, 'transcripts', [], 'Scripted transcripts, '
                                           'one per utterance, in order', read_only=True)
         path = declare(self, 'transcripts_file', '', 'YAML file with a list of transcripts '
                        '(appended to transcripts)', read_only=True)

@@ -40,19 +40,3 @@ def chunk_samples(msg: AudioChunk) -> np.ndarray:
 
 def stamp_sec(header) -> float:
     return to_sec(header.stamp)
-
-
-def declare_string_list(node, name: str, default: list, description: str,
-                        read_only: bool = False) -> list:
-    """Declare a string-array parameter that may default to [] (works around
-    droid_common.ros.declare, which passes the ParameterType int as the value for an
-    empty list and so declares an integer parameter)."""
-    if default:
-        from droid_common.ros import declare
-        return list(declare(node, name, list(default), description, read_only=read_only))
-    from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-    from rclpy.parameter import Parameter
-    desc = ParameterDescriptor(description=description, read_only=read_only,
-                               type=ParameterType.PARAMETER_STRING_ARRAY)
-    value = node.declare_parameter(name, Parameter.Type.STRING_ARRAY, desc).value
-    return [str(v) for v in (value or [])]

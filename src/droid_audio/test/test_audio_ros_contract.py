@@ -146,7 +146,7 @@ def test_mock_microphone_is_paced_by_the_node_clock(tmp_path):
                        log_path=str(tmp_path / 'mock.log'))
     h = Harness(domain)
     try:
-        chunks = h.collect(AudioChunk, names.AUDIO, SENSOR_QOS)
+        h.collect(AudioChunk, names.AUDIO, SENSOR_QOS)
         clock_pub = h.node.create_publisher(Clock, '/clock', 10)
         sim = 1000.0
 

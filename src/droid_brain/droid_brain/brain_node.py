@@ -16,6 +16,24 @@ import time
 from pathlib import Path
 
 from builtin_interfaces.msg import Time as TimeMsg
+from droid_common import names
+from droid_common.contract import constants
+from droid_common.ros import (
+    ERROR,
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    Diagnostics,
+    check_choice,
+    declare,
+    log_prefix,
+    now_sec,
+    run,
+    to_sec,
+    to_time_msg,
+)
+from droid_common.secrets import env_secret, redact
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -28,19 +46,24 @@ from droid_brain.clock import FuncClock
 from droid_brain.engine import Engine, Sink, Turn, TurnWorker
 from droid_brain.memory import SessionMemory, TokenCounter
 from droid_brain.mock_llm import MockBackend, MockScript, MockScriptError
-from droid_brain.personas import (PersonaError, PersonaStore, default_persona_dir,
-                                  default_state_file)
+from droid_brain.personas import (
+    PersonaError,
+    PersonaStore,
+    default_persona_dir,
+    default_state_file,
+)
 from droid_brain.retry import RetryPolicy
 from droid_brain.stream import ToolResult
-from droid_common import names
-from droid_common.contract import constants
-from droid_common.ros import (ERROR, LATCHED_QOS, OK, RELIABLE_QOS, WARN, Diagnostics,
-                              check_choice, declare, log_prefix, now_sec, run, to_sec,
-                              to_time_msg)
-from droid_common.secrets import env_secret, redact
 from droid_msgs.action import ToolCall
-from droid_msgs.msg import (Persona, ReplySentence, Sentiment, SpeechEvent, TraceEvent,
-                            Transcription, WakeWord)
+from droid_msgs.msg import (
+    Persona,
+    ReplySentence,
+    Sentiment,
+    SpeechEvent,
+    TraceEvent,
+    Transcription,
+    WakeWord,
+)
 
 TRACE = constants('TraceEvent')
 SPEECH = constants('SpeechEvent')
@@ -63,7 +86,7 @@ def _share_file(*parts) -> str:
 class _NodeSink(Sink):
     """Engine output -> ROS messages (called on the worker thread)."""
 
-    def __init__(self, node: 'BrainNode'):
+    def __init__(self, node: BrainNode):
         self.node = node
 
     def sentence(self, turn, index, text, persona):
@@ -73,7 +96,7 @@ class _NodeSink(Sink):
                             is_final=False, interrupted=False, persona=persona)
         msg.header.stamp = n.get_clock().now().to_msg()
         n.reply_pub.publish(msg)
-        n.get_logger().info(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
+        n.get_logger().debug(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
 
     def end(self, turn, index, interrupted, reply_text, persona):
         n = self.node
@@ -91,8 +114,9 @@ class _NodeSink(Sink):
         how = ''
         if interrupted:
             how = ', interrupted' + (f': {turn.cancel_reason}' if turn.cancel_reason else '')
-        n.get_logger().info(f'{log_prefix(turn.conversation_id)}reply done '
-                            f'({index} sentences{how})')
+        shown = reply_text if len(reply_text) <= 300 else reply_text[:297] + '...'
+        n.get_logger().info(f'{log_prefix(turn.conversation_id)}reply ({index} sentences'
+                            f'{how}): {shown}')
 
     def trace(self, turn, stage, detail=''):
         n = self.node

@@ -43,19 +43,19 @@ class Reply:
     done: bool = True           # send "data: [DONE]"
 
     @classmethod
-    def error(cls, status: int, message: str = 'fake error', retry_after=None) -> 'Reply':
+    def error(cls, status: int, message: str = 'fake error', retry_after=None) -> Reply:
         headers = {'Retry-After': str(retry_after)} if retry_after is not None else {}
         body = json.dumps({'error': {'message': message, 'type': 'server_error',
                                      'code': None, 'param': None}})
         return cls(status=status, headers=headers, body=body)
 
     @classmethod
-    def hang(cls, seconds: float) -> 'Reply':
+    def hang(cls, seconds: float) -> Reply:
         """Accept the request and send nothing for ``seconds`` (a client timeout)."""
         return cls(first_delay=seconds, events=[], done=False)
 
     @classmethod
-    def text(cls, text: str, piece: int = 4, **kw) -> 'Reply':
+    def text(cls, text: str, piece: int = 4, **kw) -> Reply:
         events = [_chunk({'role': 'assistant', 'content': ''})]
         events += [_chunk({'content': text[i:i + piece]}) for i in range(0, len(text), piece)]
         events.append(_chunk({}, 'stop'))
@@ -63,14 +63,14 @@ class Reply:
 
     @classmethod
     def gated(cls, before: str, gate: threading.Event, after: str = '', piece: int = 4,
-              **kw) -> 'Reply':
+              **kw) -> Reply:
         """Stream ``before``, hold until ``gate`` is set, then stream ``after``."""
         first = cls.text(before, piece).events[:-1]
         rest = cls.text(after, piece).events[1:] if after else [_chunk({}, 'stop')]
         return cls(events=first + [gate] + rest, **kw)
 
     @classmethod
-    def tools(cls, calls, piece: int = 5, content: str = '', **kw) -> 'Reply':
+    def tools(cls, calls, piece: int = 5, content: str = '', **kw) -> Reply:
         """``calls``: (id, name, arguments_json); arguments streamed in ``piece`` chars."""
         events = [_chunk({'role': 'assistant', 'content': None})]
         if content:
@@ -92,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
 
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         fake: FakeOpenAI = self.server.fake
         length = int(self.headers.get('Content-Length') or 0)
         raw = self.rfile.read(length) if length else b''
@@ -189,7 +189,7 @@ class FakeOpenAI:
         with self._lock:
             self.sent_events += 1
 
-    def start(self) -> 'FakeOpenAI':
+    def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={'poll_interval': 0.05},
                                         name='fake-openai', daemon=True)

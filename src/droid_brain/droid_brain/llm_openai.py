@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 
+from droid_common.secrets import redact
+
 from droid_brain.retry import LLMError, status_retryable
 from droid_brain.stream import Delta, ToolDelta
-from droid_common.secrets import redact
 
 OFFICIAL_HOSTS = ('api.openai.com',)
 NO_KEY_PLACEHOLDER = 'no-key'   # local servers ignore the key, the SDK insists on one

@@ -105,7 +105,7 @@ class MockScript:
         self.default = default
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = 'mock script') -> 'MockScript':
+    def from_dict(cls, data: dict, where: str = 'mock script') -> MockScript:
         if not isinstance(data, dict):
             raise MockScriptError(f'{where}: expected a mapping with rules/default')
         rules = []
@@ -133,7 +133,7 @@ class MockScript:
         return cls(rules, default)
 
     @classmethod
-    def load(cls, path) -> 'MockScript':
+    def load(cls, path) -> MockScript:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding='utf-8'))

@@ -10,14 +10,28 @@ plain-Python :class:`droid_brain.modes.ModeMachine`.
 
 from __future__ import annotations
 
+from droid_common import names
+from droid_common.contract import constants
+from droid_common.ros import (
+    LATCHED_QOS,
+    OK,
+    RELIABLE_QOS,
+    Diagnostics,
+    check_choice,
+    declare,
+    now_sec,
+    run,
+)
 from rclpy.node import Node
 
 from droid_brain.modes import MODES, ModeMachine
-from droid_common import names
-from droid_common.contract import constants
-from droid_common.ros import (LATCHED_QOS, OK, RELIABLE_QOS, Diagnostics, check_choice, declare,
-                              now_sec, run)
-from droid_msgs.msg import ReplySentence, SpeechEvent, SystemMode, Transcription, WakeWord
+from droid_msgs.msg import (
+    ReplySentence,
+    SpeechEvent,
+    SystemMode,
+    Transcription,
+    WakeWord,
+)
 from droid_msgs.srv import SetMode
 
 SPEECH = constants('SpeechEvent')

@@ -219,7 +219,7 @@ class UserState:
         return not self.error
 
     @classmethod
-    def load(cls, path) -> 'UserState':
+    def load(cls, path) -> UserState:
         path = Path(path).expanduser()
         state = cls(path=path)
         if not path.exists():

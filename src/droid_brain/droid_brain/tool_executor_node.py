@@ -24,9 +24,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from builtin_interfaces.msg import Duration
+from droid_common import names
+from droid_common.ros import (
+    OK,
+    RELIABLE_QOS,
+    WARN,
+    Diagnostics,
+    declare,
+    log_prefix,
+    run,
+)
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -38,8 +48,6 @@ from std_msgs.msg import ColorRGBA
 
 from droid_brain import tools
 from droid_brain.tools import ToolError
-from droid_common import names
-from droid_common.ros import OK, RELIABLE_QOS, WARN, Diagnostics, declare, log_prefix, run
 from droid_msgs.action import PlayMusic, ToolCall
 from droid_msgs.msg import EyeCommand
 from droid_msgs.srv import MusicControl, SetMode
@@ -266,7 +274,7 @@ class ToolExecutorNode(Node):
 
     def _get_time(self, goal_handle, args):
         ns = self.get_clock().now().nanoseconds
-        t = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).astimezone()
+        t = datetime.fromtimestamp(ns / 1e9, tz=UTC).astimezone()
         hour = t.strftime('%I').lstrip('0') or '12'
         return {'iso': t.isoformat(timespec='seconds'),
                 'spoken': f"{hour}:{t.strftime('%M %p')} on {t.strftime('%A, %B')} {t.day}",
@@ -275,7 +283,7 @@ class ToolExecutorNode(Node):
 
 def main(args=None):
     run(ToolExecutorNode, args=args,
-        executor_factory=lambda: MultiThreadedExecutor(num_threads=4))
+        executor_factory=lambda: MultiThreadedExecutor(num_threads=8))
 
 
 if __name__ == '__main__':

@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from droid_common.contract import constants, constants_with_prefix
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from droid_brain.colours import parse_colour
-from droid_common.contract import constants, constants_with_prefix
 
 EYE_PATTERNS = constants_with_prefix('EyeCommand', 'PATTERN_')   # {'off': 0, 'solid': 1, ...}
 MODES = {k.lower(): v for k, v in constants('SystemMode').items()}  # {'sleep': 0, ...}

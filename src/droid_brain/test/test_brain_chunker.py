@@ -6,10 +6,9 @@ for every input, ``normalize(" ".join(chunks)) == normalize(input)``.
 """
 
 import pytest
+from droid_brain.chunker import SentenceChunker, normalize
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from droid_brain.chunker import SentenceChunker, normalize
 
 
 def run(text, pieces=None, **kw):

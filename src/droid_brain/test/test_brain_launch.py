@@ -16,12 +16,12 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-import yaml  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+import yaml
+from droid_common import names
+from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
+from rclpy.executors import SingleThreadedExecutor
 
-from droid_common import names  # noqa: E402
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS  # noqa: E402
-from droid_msgs.msg import Persona, ReplySentence, SystemMode, Transcription  # noqa: E402
+from droid_msgs.msg import Persona, ReplySentence, SystemMode, Transcription
 
 
 def wait_until(predicate, timeout):

@@ -2,8 +2,14 @@
 
 import math
 
-from droid_brain.memory import (CHARS_PER_TOKEN, PER_MESSAGE_OVERHEAD, REPLY_PRIMING,
-                                SessionMemory, TokenCounter, complete_tool_results)
+from droid_brain.memory import (
+    CHARS_PER_TOKEN,
+    PER_MESSAGE_OVERHEAD,
+    REPLY_PRIMING,
+    SessionMemory,
+    TokenCounter,
+    complete_tool_results,
+)
 
 
 def counter():

@@ -5,12 +5,12 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from droid_brain import tools
 from droid_brain.engine import Engine, RecordingSink, Turn
 from droid_brain.memory import SessionMemory
 from droid_brain.mock_llm import MockBackend, MockScript, MockScriptError, tokens
 from droid_brain.stream import ToolCallAccumulator, ToolResult
+
+from droid_brain import tools
 
 SCRIPT = Path(__file__).resolve().parent.parent / 'config' / 'mock_script.yaml'
 TOOLS = tools.openai_tools()

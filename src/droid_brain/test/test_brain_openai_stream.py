@@ -11,14 +11,14 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
-from droid_brain import tools
 from droid_brain.engine import Engine, RecordingSink, Turn, TurnWorker
 from droid_brain.fake_openai import FakeOpenAI, Reply
 from droid_brain.llm_openai import OpenAIBackend, is_official_openai
 from droid_brain.memory import SessionMemory
 from droid_brain.retry import RetryPolicy
 from droid_brain.stream import ToolResult
+
+from droid_brain import tools
 
 PERSONA = SimpleNamespace(name='rex', fallback_line='Whoa, my signal dropped out. Ask me again!')
 

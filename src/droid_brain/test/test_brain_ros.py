@@ -7,33 +7,44 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 rclpy = pytest.importorskip('rclpy')
 
-from action_msgs.msg import GoalStatus, GoalStatusArray  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
-from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse  # noqa: E402
-from rclpy.callback_groups import ReentrantCallbackGroup  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from action_msgs.msg import GoalStatus, GoalStatusArray
+from diagnostic_msgs.msg import DiagnosticArray
+from droid_brain.brain_node import BrainNode
+from droid_brain.fake_openai import FakeOpenAI, Reply
+from droid_brain.mode_manager_node import ModeManagerNode
+from droid_brain.tool_executor_node import ToolExecutorNode
+from droid_common import names
+from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, to_time_msg
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
 
-from droid_brain.brain_node import BrainNode  # noqa: E402
-from droid_brain.fake_openai import FakeOpenAI, Reply  # noqa: E402
-from droid_brain.mode_manager_node import ModeManagerNode  # noqa: E402
-from droid_brain.tool_executor_node import ToolExecutorNode  # noqa: E402
-from droid_common import names  # noqa: E402
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, to_time_msg  # noqa: E402
-from droid_msgs.action import PlayMusic, ToolCall  # noqa: E402
-from droid_msgs.msg import (EyeCommand, MusicState, Persona, ReplySentence,  # noqa: E402
-                            Sentiment, SpeechEvent, SystemMode, TraceEvent, Transcription,
-                            WakeWord)
-from droid_msgs.srv import MusicControl, SetMode  # noqa: E402
+from droid_msgs.action import PlayMusic, ToolCall
+from droid_msgs.msg import (
+    EyeCommand,
+    MusicState,
+    Persona,
+    ReplySentence,
+    Sentiment,
+    SpeechEvent,
+    SystemMode,
+    TraceEvent,
+    Transcription,
+    WakeWord,
+)
+from droid_msgs.srv import MusicControl, SetMode
 
 TRACE_NAMES = {v: k for k, v in vars(TraceEvent).items() if k.startswith('STAGE_')}
 
@@ -134,6 +145,11 @@ class Harness(Node):
             return [r for r in self.replies if r.conversation_id == cid and
                     (uid is None or r.utterance_id == uid)]
 
+    def done_traces(self, cid):
+        with self.lock:
+            return [t for t in self.traces if t.conversation_id == cid
+                    and TRACE_NAMES[t.stage] == 'STAGE_REPLY_DONE']
+
     def ended(self, cid, uid=None):
         return [r for r in self.reply(cid, uid) if r.is_final]
 
@@ -231,7 +247,8 @@ def test_final_transcription_gives_sentences_sentiment_and_tool_goals(graph):
     assert (eye.color.r, eye.color.g, eye.color.b) == (1.0, 0.0, 0.0)
     # Two ToolCall goals went through the action and succeeded.
     assert wait_until(lambda: list(h.statuses.values()).count(GoalStatus.STATUS_SUCCEEDED) >= 2, 5)
-    # Trace points, stamped with the triggering transcription.
+    # Trace points, stamped with the triggering transcription (REPLY_DONE follows the marker).
+    assert wait_until(lambda: h.done_traces('conv1'), 5)
     tr = [t for t in h.traces if t.conversation_id == 'conv1']
     stages = [TRACE_NAMES[t.stage] for t in tr]
     for stage in ('STAGE_LLM_REQUEST', 'STAGE_FIRST_TOKEN', 'STAGE_FIRST_SENTENCE',
@@ -299,9 +316,8 @@ def test_barge_in_cancels_the_reply(graph):
     end = h.ended('conv5', 1)[0]
     assert end.interrupted
     assert end.index < 4                             # the story has 4 sentences
-    detail = [t.detail for t in h.traces if t.conversation_id == 'conv5'
-              and TRACE_NAMES[t.stage] == 'STAGE_REPLY_DONE']
-    assert detail == ['interrupted: barge-in']
+    done = wait_until(lambda: h.done_traces('conv5'), 5)
+    assert [t.detail for t in done] == ['interrupted: barge-in']
 
 
 def test_newer_conversation_cancels_the_old_one(graph):
@@ -318,10 +334,40 @@ def test_newer_conversation_cancels_the_old_one(graph):
     assert rep6[-1].is_final
 
 
+def test_barge_in_cancels_running_tool_goals(graph):
+    h = graph.h
+    n = len(h.music_goals)
+    h.say('conv12', 1, 'play silent')        # the fake player never reports a start
+    assert wait_until(lambda: len(h.music_goals) > n, 10)
+    before = list(h.statuses.values()).count(GoalStatus.STATUS_CANCELED)
+    h.speech_pub.publish(SpeechEvent(conversation_id='conv12', utterance_id=1,
+                                     event=SpeechEvent.INTERRUPTED))
+    assert wait_until(lambda: h.ended('conv12', 1), 5)
+    assert h.ended('conv12', 1)[0].interrupted
+    # The ToolCall goal was cancelled (and with it the music goal).
+    assert wait_until(lambda: list(h.statuses.values()).count(GoalStatus.STATUS_CANCELED)
+                      > before, 5)
+
+
+def test_wake_word_of_a_new_conversation_cancels_the_reply(graph):
+    h = graph.h
+    h.say('conv13', 1, 'tell me a story')
+    assert wait_until(lambda: [r for r in h.reply('conv13', 1) if not r.is_final], 15)
+    h.wake_pub.publish(WakeWord(conversation_id='conv14', model_name='hey_jarvis', score=0.9,
+                                threshold=0.5))
+    assert wait_until(lambda: h.ended('conv13', 1), 5)
+    assert h.ended('conv13', 1)[0].interrupted
+    done = wait_until(lambda: h.done_traces('conv13'), 5)
+    assert done[0].detail == 'interrupted: new conversation (wake word)'
+
+
 def test_mode_manager_service_and_latched_topic(graph):
     h = graph.h
-    m = h.latched(SystemMode, names.MODE)
-    assert m.mode == SystemMode.AMBIENT and m.reason == 'startup'
+    # A late subscriber gets the latched mode (earlier tests' wake words may have made
+    # it INTERACTIVE for a moment; the 1 s timeout brings it back to AMBIENT).
+    m = wait_until(lambda: (x := h.latched(SystemMode, names.MODE, 2)) and
+                   x.mode == SystemMode.AMBIENT and x, 8)
+    assert m and m.reason in ('startup', 'interactive timeout')
     bad = h.call(h.set_mode, SetMode.Request(mode=42, reason='test'))
     assert not bad.success and 'invalid mode 42' in bad.message
     assert bad.mode == SystemMode.AMBIENT
@@ -373,6 +419,51 @@ def test_tool_executor_errors_feedback_and_cancel(graph):
     assert len(h.music_goals) == n + 1
 
 
+def test_tool_executor_without_servers_fails_cleanly(graph):
+    lonely = ToolExecutorNode(namespace=graph.ns + '/lonely', parameter_overrides=[
+        Parameter('service_timeout_s', value=0.3)])
+    probe = rclpy.create_node('lonely_probe', namespace=graph.ns + '/lonely')
+    client = ActionClient(probe, ToolCall, names.TOOL_CALL)
+    graph.executor.add_node(lonely)
+    graph.executor.add_node(probe)
+    try:
+        assert client.wait_for_server(timeout_sec=10)
+        for name, args, needle in [
+                ('set_volume', '{"level": 0.5}', 'service music/control is not available'),
+                ('set_mode', '{"mode": "idle"}', 'service set_mode is not available'),
+                ('play_music', '{"query": "x"}', 'the music player is not available'),
+                ('set_persona', '{"name": "tars"}', 'brain/set_parameters is not available')]:
+            fut = client.send_goal_async(ToolCall.Goal(tool_name=name, arguments_json=args))
+            assert wait_until(fut.done, 5)
+            rf = fut.result().get_result_async()
+            assert wait_until(rf.done, 5)
+            res = rf.result().result
+            assert not res.success and needle in res.error, (name, res.error)
+        # set_eyes only publishes: it works without an eyes node.
+        fut = client.send_goal_async(ToolCall.Goal(
+            tool_name='set_eyes', arguments_json='{"pattern": "blink", "colour": "blue"}'))
+        assert wait_until(fut.done, 5)
+        rf = fut.result().get_result_async()
+        assert wait_until(rf.done, 5) and rf.result().result.success
+    finally:
+        graph.executor.remove_node(lonely)
+        graph.executor.remove_node(probe)
+        lonely.destroy_node()
+        probe.destroy_node()
+
+
+def test_profile_files_only_set_declared_parameters(graph):
+    config = Path(__file__).resolve().parent.parent / 'config'
+    nodes = {'/**/brain': graph.brain, '/**/tool_executor': graph.tools,
+             '/**/mode_manager': graph.modes}
+    for profile in ('brain_mock.yaml', 'brain_real.yaml'):
+        data = yaml.safe_load((config / profile).read_text())
+        assert set(data) == set(nodes), profile
+        for key, node in nodes.items():
+            for name in data[key]['ros__parameters']:
+                assert node.has_parameter(name), (profile, key, name)
+
+
 def test_openai_backend_faults_fall_back_and_warn(graph, tmp_path):
     """A brain on a local OpenAI-compatible server that keeps failing: fallback line + WARN."""
     h = graph.h
@@ -382,6 +473,7 @@ def test_openai_backend_faults_fall_back_and_warn(graph, tmp_path):
             Parameter('backend', value='openai'), Parameter('base_url', value=srv.base_url),
             Parameter('model', value='local'), Parameter('max_retries', value=1),
             Parameter('retry_base_delay_s', value=0.05),
+            Parameter('tool_server_timeout_s', value=0.3),
             Parameter('state_file', value=str(tmp_path / 's.yaml'))])
         replies = []
         node = rclpy.create_node('llm_probe', namespace=graph.ns + '/llm')
@@ -403,6 +495,17 @@ def test_openai_backend_faults_fall_back_and_warn(graph, tmp_path):
                                        if s.name == f'{graph.ns[1:]}/llm/brain_llm: llm'
                                        and s.level == b'\x01'], 5)
             assert 'HTTP 503' in warn[-1].message
+            # No tool executor in this namespace: the calls fail back to the model.
+            srv.push(Reply.tools([('k1', 'get_time', '{}')]), Reply.text('No clock, sorry.'))
+            msg = Transcription(conversation_id='c11', utterance_id=1, text='time?',
+                                is_final=True)
+            tpub.publish(msg)
+            assert wait_until(lambda: [r for r in replies if r.is_final and
+                                       r.conversation_id == 'c11'], 15)
+            tool_msg = srv.requests[-1]['messages'][-1]
+            assert tool_msg['role'] == 'tool' and tool_msg['tool_call_id'] == 'k1'
+            assert 'tool executor not available' in tool_msg['content']
+            assert [r.text for r in replies if r.conversation_id == 'c11'][0] == 'No clock, sorry.'
         finally:
             graph.executor.remove_node(brain)
             graph.executor.remove_node(node)

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
-from droid_brain import tools
 from droid_brain.tools import ToolError, validate
 from droid_common.contract import constants
+
+from droid_brain import tools
 
 
 def test_every_required_tool_is_registered_with_a_schema():

@@ -143,8 +143,10 @@ def main(argv=None):
             t += tick_ns
         time.sleep(0.5)   # let the last messages arrive
         norm = Normaliser()
+        # Startup (latched states, first reactions to the mode) settles during the lead
+        # time; what counts is what the graph does once the inputs start.
         with node.lock:
-            raw_events = [e for e in node.events if e[0] >= start_ns]
+            raw_events = [e for e in node.events if e[0] >= messages[0].t_ns]
         raw_events.sort(key=lambda e: (e[0], e[1]))
         events = sort_events([norm.event(s, topic, f) for s, topic, f in raw_events])
         if args.out:
