@@ -4,8 +4,10 @@
     ros2 run droid_bringup replay --bag test/bags/cantina --out /tmp/out.jsonl
 
 The node owns /clock: it advances sim time in fixed ticks (``--tick-ms``), publishing each
-bag message when its time comes, and gives the graph ``--wall-per-tick-ms`` of wall time
-per tick. Recorded events (see droid_bringup.replay) go to ``--out`` as JSON lines.
+bag message when its time comes. It moves to the next tick only once the graph has been
+quiet (no message on any topic) for ``--quiet-ms`` of wall time, so every reaction to a
+tick happens within that tick and the output is the same on every run, timestamps
+included. Recorded events (see droid_bringup.replay) go to ``--out`` as JSON lines.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rosidl_runtime_py.utilities import get_message
 from droid_bringup.replay import (RECORDED_STAGES, Normaliser, read_bag, sort_events,
                                   write_events)
 from droid_common.contract import constants_with_prefix
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
+from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 
 STAGES = constants_with_prefix('TraceEvent', 'STAGE_')
 KEEP_STAGES = {STAGES[s] for s in RECORDED_STAGES}
@@ -47,6 +49,7 @@ class Replay(Node):
         self.messages = bag_messages
         self.events = []
         self.lock = threading.Lock()
+        self.last_activity = 0.0      # wall time of the last message the graph published
         self.clock_pub = self.create_publisher(
             Clock, '/clock', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.pubs = {}
@@ -58,8 +61,27 @@ class Replay(Node):
             qos = LATCHED_QOS if topic in LATCHED else RELIABLE_QOS
             self.create_subscription(get_message(typename), topic,
                                      lambda msg, t=topic: self.record(t, msg), qos)
+        self.watched = set()
+
+    def mark_busy(self, _msg=None):
+        self.last_activity = time.monotonic()
+
+    def watch_graph(self) -> None:
+        """Listen (raw, best effort) to every other topic of the graph: any traffic on
+        them means the graph is still working on the current tick."""
+        own = {'/' + t for t in self.pubs} | {'/clock', '/rosout', '/parameter_events'}
+        for name, types in self.get_topic_names_and_types():
+            if name in own or name in self.watched:
+                continue
+            try:
+                cls = get_message(types[0])
+            except (AttributeError, ModuleNotFoundError, ValueError):
+                continue
+            self.watched.add(name)
+            self.create_subscription(cls, name, self.mark_busy, SENSOR_QOS, raw=True)
 
     def record(self, topic, msg):
+        self.last_activity = time.monotonic()
         if topic == 'trace' and msg.stage not in KEEP_STAGES:
             return
         fields = message_to_ordereddict(msg)
@@ -82,9 +104,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='replay', description=__doc__.splitlines()[0])
     p.add_argument('--bag', required=True)
     p.add_argument('--out', help='write recorded events (JSON lines) here')
-    p.add_argument('--tick-ms', type=float, default=10.0, help='sim time per clock tick')
-    p.add_argument('--wall-per-tick-ms', type=float, default=20.0,
-                   help='wall time given to the graph per tick')
+    p.add_argument('--tick-ms', type=float, default=20.0, help='sim time per clock tick')
+    p.add_argument('--min-wall-ms', type=float, default=5.0, help='least wall time per tick')
+    p.add_argument('--quiet-ms', type=float, default=40.0,
+                   help='wall time without any message before the next tick')
+    p.add_argument('--max-wall-ms', type=float, default=1000.0, help='most wall time per tick')
     p.add_argument('--lead-s', type=float, default=1.0, help='sim seconds before the first message')
     p.add_argument('--tail-s', type=float, default=10.0, help='sim seconds after the last message')
     p.add_argument('--ready-timeout', type=float, default=60.0,
@@ -129,17 +153,23 @@ def main(argv=None):
         for _ in range(20):
             node.tick(start_ns)
             time.sleep(0.05)
-        wall = args.wall_per_tick_ms / 1000.0
+        node.watch_graph()
+        min_wall, quiet = args.min_wall_ms / 1000.0, args.quiet_ms / 1000.0
+        max_wall = args.max_wall_ms / 1000.0
         i = 0
         t = start_ns
-        next_wall = time.monotonic()
         while t <= end_ns:
             node.tick(t)
             while i < len(messages) and messages[i].t_ns <= t:
                 node.pubs[messages[i].topic].publish(messages[i].raw)
                 i += 1
-            next_wall += wall
-            time.sleep(max(0.0, next_wall - time.monotonic()))
+            ticked = time.monotonic()
+            time.sleep(min_wall)
+            while True:
+                now = time.monotonic()
+                if now - max(node.last_activity, ticked) >= quiet or now - ticked >= max_wall:
+                    break
+                time.sleep(0.002)
             t += tick_ns
         time.sleep(0.5)   # let the last messages arrive
         norm = Normaliser()
