@@ -35,8 +35,8 @@ INSTANT = """
 brain:
   ros__parameters:
     backend: mock
-    mock_ttft_s: 0.0
-    mock_tokens_per_s: 100000.0
+    mock_time_to_first_token_s: 0.0
+    mock_token_rate: 100000.0
 tts:
   ros__parameters:
     backend: mock
