@@ -9,7 +9,7 @@
 # Either way it first installs what the tests need: Debian packages (espeak-ng,
 # pulseaudio, PortAudio; only when missing and apt-get is usable) and the pinned Python
 # dependencies in a virtual environment (cached by the hash of the requirements files;
-# override its place with DROID_VENV).
+# override its place with DROID_VENV). DROID_NO_ROS=1 forces the path without ROS 2.
 set -euo pipefail
 # shellcheck source=.ci/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/.ci/env.sh"

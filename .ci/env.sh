@@ -29,7 +29,9 @@ fi
 
 # ---- ROS 2 or not ------------------------------------------------------------------
 ROS_SETUP=""
-if [ -n "${ROS_DISTRO:-}" ] && command -v ros2 >/dev/null; then
+if [ -n "${DROID_NO_ROS:-}" ]; then
+  :   # forced: behave as on a machine without ROS 2
+elif [ -n "${ROS_DISTRO:-}" ] && command -v ros2 >/dev/null; then
   ROS_SETUP="/opt/ros/${ROS_DISTRO}/setup.bash"
 elif [ -f /opt/ros/jazzy/setup.bash ]; then
   ROS_SETUP=/opt/ros/jazzy/setup.bash

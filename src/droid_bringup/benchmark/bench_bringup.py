@@ -4,7 +4,9 @@
 
 Starts the mock droid (droid.launch.py profile:=mock without the audio front end) with
 instant backends (no time to first token, instant token rate, instant mock speech), then
-drives turns by publishing final transcriptions, as the STT or the chat would. For each turn
+drives turns by publishing final transcriptions, as the STT or the chat would (the next turn
+starts when the reply is complete and its first audio is out, interrupting the rest of its
+speech, as a new conversation does). For each turn
 it measures, from the droid's own TraceEvents, the overhead from the final transcription to
 the first audio chunk (p50/p99 over --latency-turns turns), and the total RSS of the droid's
 processes after 100 turns and after --turns turns. Prints JSON.
@@ -36,12 +38,12 @@ brain:
   ros__parameters:
     backend: mock
     mock_time_to_first_token_s: 0.0
-    mock_token_rate: 100000.0
+    mock_token_rate: 0.0        # unpaced
 tts:
   ros__parameters:
     backend: mock
     output: mock
-    words_per_minute: 1000000.0
+    words_per_minute: 2000.0
 """
 
 
@@ -58,7 +60,7 @@ class Driver(Node):
         with self.cv:
             if m.stage == TraceEvent.STAGE_FIRST_AUDIO:
                 self.first_audio.setdefault(m.conversation_id, to_sec(m.header.stamp))
-            if m.stage in (TraceEvent.STAGE_SPEECH_DONE, TraceEvent.STAGE_REPLY_DONE):
+            if m.stage in (TraceEvent.STAGE_FIRST_AUDIO, TraceEvent.STAGE_REPLY_DONE):
                 self.done.setdefault(m.conversation_id, set()).add(m.stage)
             self.cv.notify_all()
 
