@@ -5,8 +5,8 @@
 Starts the mock droid (droid.launch.py profile:=mock without the audio front end) with
 instant backends (no time to first token, instant token rate, instant mock speech), then
 drives turns by publishing final transcriptions, as the STT or the chat would (the next turn
-starts when the reply is complete and its first audio is out, interrupting the rest of its
-speech, as a new conversation does). For each turn
+starts once the reply has been spoken to the end, so no turn pays for interrupting the one
+before it). For each turn
 it measures, from the droid's own TraceEvents, the overhead from the final transcription to
 the first audio chunk (p50/p99 over --latency-turns turns), and the total RSS of the droid's
 processes after 100 turns and after --turns turns. Prints JSON.
@@ -26,7 +26,7 @@ import psutil
 import rclpy
 from rclpy.node import Node
 
-from droid_bringup.latency import percentile
+from droid_bringup.latency import LatencyTracker, Trace, breakdown, percentile
 from droid_common import names
 from droid_common.ids import new_conversation_id
 from droid_common.ros import RELIABLE_QOS, to_sec
@@ -44,6 +44,7 @@ tts:
     backend: mock
     output: mock
     words_per_minute: 2000.0
+    mock_block_ms: 5.0
 """
 
 
@@ -54,13 +55,16 @@ class Driver(Node):
         self.create_subscription(TraceEvent, names.TRACE, self.on_trace, RELIABLE_QOS)
         self.first_audio = {}
         self.done = {}
+        self.tracker = LatencyTracker(max_turns=300)
         self.cv = threading.Condition()
 
     def on_trace(self, m):
+        self.tracker.add(Trace(m.stage, to_sec(m.header.stamp), m.conversation_id,
+                               m.utterance_id, to_sec(m.input_stamp), m.node, m.detail))
         with self.cv:
             if m.stage == TraceEvent.STAGE_FIRST_AUDIO:
                 self.first_audio.setdefault(m.conversation_id, to_sec(m.header.stamp))
-            if m.stage in (TraceEvent.STAGE_FIRST_AUDIO, TraceEvent.STAGE_REPLY_DONE):
+            if m.stage in (TraceEvent.STAGE_SPEECH_DONE, TraceEvent.STAGE_REPLY_DONE):
                 self.done.setdefault(m.conversation_id, set()).add(m.stage)
             self.cv.notify_all()
 
@@ -138,6 +142,11 @@ def main() -> int:
                 rss100 = droid_rss(launch.proc.pid)
         wall = time.monotonic() - t_start
         rss_end = droid_rss(launch.proc.pid)
+        stages = {}
+        for turn in list(node.tracker.turns.values()):
+            for label, ms in breakdown(turn)['ms'].items():
+                stages.setdefault(label, []).append(ms)
+        stage_p50 = {k: round(percentile(v, 50), 3) for k, v in sorted(stages.items())}
         node.destroy_node()
         rclpy.try_shutdown()
     os.unlink(params)
@@ -152,6 +161,7 @@ def main() -> int:
         'rss_growth_pct': round(100.0 * (rss_end - rss100) / rss100, 2) if rss100 else None,
         'target_rss_growth_pct': 5.0,
         'turns_per_s': round(args.turns / wall, 1),
+        'stage_p50_ms_last_300_turns': stage_p50,
     }, indent=2))
     return 0
 
