@@ -34,6 +34,7 @@ import json
 import re
 import string
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,7 +209,8 @@ class MockBackend:
         self.clock = clock or MonotonicClock()
         self.time_to_first_token = max(0.0, float(time_to_first_token))
         self.token_rate = max(0.0, float(token_rate))
-        self.requests: list = []      # every request's messages (for tests/diagnostics)
+        # the latest requests' messages (for tests/diagnostics); bounded: the node runs for days
+        self.requests: deque = deque(maxlen=32)
 
     def abort(self) -> None:
         pass  # the stream checks the cancel event between tokens

@@ -146,3 +146,12 @@ def test_bad_script_is_a_clear_error(tmp_path):
 def test_tokens_keep_all_text():
     text = '  Hello there,  friend!\n'
     assert ''.join(tokens(text)) == text
+
+
+def test_the_mock_keeps_only_the_latest_requests():
+    """A droid runs for days: recording every request would grow without bound."""
+    llm = MockBackend(MockScript.from_dict({}), time_to_first_token=0.0, token_rate=0.0)
+    for i in range(100):
+        list(llm.stream([{'role': 'user', 'content': f'hello {i}'}], [], threading.Event()))
+    assert len(llm.requests) == 32
+    assert llm.requests[-1][0]['content'] == 'hello 99'

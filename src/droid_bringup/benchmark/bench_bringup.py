@@ -88,18 +88,22 @@ class Driver(Node):
         return None if fa is None else (fa - t0) * 1000.0
 
 
-def droid_rss(launch_pid: int) -> int:
+def droid_rss(launch_pid: int) -> dict:
+    """RSS [bytes] of each process the launch started, keyed by executable name."""
     try:
         procs = psutil.Process(launch_pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return {}
+    out = {}
     for p in procs:
         try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
+            cmd = p.cmdline()
+            name = next((os.path.basename(c) for c in cmd[1:] if '/lib/droid_' in c),
+                        os.path.basename(cmd[0]) if cmd else str(p.pid))
+            out[name] = out.get(name, 0) + p.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return out
 
 
 def main() -> int:
@@ -130,7 +134,7 @@ def main() -> int:
             time.sleep(0.2)
         for _ in range(5):                       # warm-up
             node.turn(args.text)
-        overhead, failures, rss100 = [], 0, 0
+        overhead, failures, rss100 = [], 0, {}
         t_start = time.monotonic()
         for i in range(1, args.turns + 1):
             ms = node.turn(args.text)
@@ -150,15 +154,19 @@ def main() -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     os.unlink(params)
+    total100, total_end = sum(rss100.values()), sum(rss_end.values())
+    per_node = {k: {'after_100_mb': round(rss100.get(k, 0) / 2**20, 1),
+                    'end_mb': round(v / 2**20, 1)} for k, v in sorted(rss_end.items())}
     print(json.dumps({
         'benchmark': 'droid_bringup graph overhead (mock, instant backends)',
         'turns': args.turns, 'failed_turns': failures,
         'final_transcript_to_first_audio_ms': {
             'n': len(overhead), 'p50': round(percentile(overhead, 50), 3),
             'p99': round(percentile(overhead, 99), 3), 'target_p99': 10.0},
-        'rss_mb_after_100_turns': round(rss100 / 2**20, 1),
-        f'rss_mb_after_{args.turns}_turns': round(rss_end / 2**20, 1),
-        'rss_growth_pct': round(100.0 * (rss_end - rss100) / rss100, 2) if rss100 else None,
+        'rss_mb_after_100_turns': round(total100 / 2**20, 1),
+        f'rss_mb_after_{args.turns}_turns': round(total_end / 2**20, 1),
+        'rss_growth_pct': round(100.0 * (total_end - total100) / total100, 2) if total100 else None,
+        'rss_per_process': per_node,
         'target_rss_growth_pct': 5.0,
         'turns_per_s': round(args.turns / wall, 1),
         'stage_p50_ms_last_300_turns': stage_p50,
