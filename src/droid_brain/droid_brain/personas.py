@@ -66,39 +66,29 @@ def _check_colour(value):
     return value
 
 
-class PersonaFile(BaseModel):
-    """Schema of a persona YAML file (unknown keys are an error: typos are caught)."""
+class Overrides(BaseModel):
+    """The user's overrides of a persona (and the optional fields of a persona file)."""
 
     model_config = ConfigDict(extra='forbid')
+    elevenlabs_voice_id: str | None = None
+    offline_voice: str | None = None
+    offline_rate_wpm: float | None = Field(default=None, gt=0, le=1000)
+    eye_theme: str | None = None
+    eye_color: str | list | None = None
+    fallback_line: str | None = Field(default=None, min_length=1)
+
+    @field_validator('eye_color')
+    @classmethod
+    def check_colour(cls, value):
+        return _check_colour(value)
+
+
+class PersonaFile(Overrides):
+    """Schema of a persona YAML file (unknown keys are an error: typos are caught)."""
+
     name: str = Field(pattern=r'^[A-Za-z0-9_\-]{1,64}$')
     display_name: str | None = None
     system_prompt: str = Field(min_length=1)
-    elevenlabs_voice_id: str | None = None
-    offline_voice: str | None = None
-    offline_rate_wpm: float | None = Field(default=None, gt=0, le=1000)
-    eye_theme: str | None = None
-    eye_color: str | list | None = None
-    fallback_line: str | None = Field(default=None, min_length=1)
-
-    @field_validator('eye_color')
-    @classmethod
-    def check_colour(cls, value):
-        return _check_colour(value)
-
-
-class Overrides(BaseModel):
-    model_config = ConfigDict(extra='forbid')
-    elevenlabs_voice_id: str | None = None
-    offline_voice: str | None = None
-    offline_rate_wpm: float | None = Field(default=None, gt=0, le=1000)
-    eye_theme: str | None = None
-    eye_color: str | list | None = None
-    fallback_line: str | None = Field(default=None, min_length=1)
-
-    @field_validator('eye_color')
-    @classmethod
-    def check_colour(cls, value):
-        return _check_colour(value)
 
 
 class StateFile(BaseModel):

@@ -30,9 +30,9 @@ from droid_voice.amplitude import rms_norm
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.output import SoundDeviceOutput
 from droid_voice.speaker import Speaker, Utterance
+from droid_voice.testing import MonitorRecorder, ToneBackend
 from droid_voice.synth import (
     RATE,
-    Backend,
     ElevenLabsBackend,
     EspeakBackend,
     MockBackend,
@@ -45,57 +45,8 @@ SENTENCES = ['Hello there, I am the droid.', 'The cantina is open tonight.',
              'My circuits are warm and ready.']
 
 
-class ToneBackend(Backend):
-    name = 'tone'
-
-    def stream(self, text, voice=None, cancel=None):
-        n = len(text.split()) * RATE
-        x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)
-        pcm = np.round(x * 32767).astype(np.int16)
-        for i in range(0, n, 1600):
-            yield pcm[i:i + 1600]
 
 
-class Recorder:
-    def __init__(self):
-        import sounddevice as sd
-        self.parts = []
-        self.lock = threading.Lock()
-        self.stream = sd.InputStream(samplerate=RATE, channels=1, dtype='float32',
-                                     blocksize=800, latency='high', device='pulse',
-                                     callback=self._cb)
-        self.stream.start()
-        deadline = clock() + 8
-        while clock() < deadline:
-            n0 = self.count()
-            time.sleep(0.3)
-            if self.count() - n0 > 0.25 * RATE:
-                break
-        with self.lock:
-            self.parts.clear()
-
-    def count(self):
-        with self.lock:
-            return sum(len(x) for _, x in self.parts)
-
-    def _cb(self, indata, frames, t, status):
-        now = clock()
-        lag = t.currentTime - t.inputBufferAdcTime if t.inputBufferAdcTime else 0.0
-        with self.lock:
-            self.parts.append((now - lag, indata[:, 0].copy()))
-
-    def between(self, t0, t1):
-        with self.lock:
-            parts = list(self.parts)
-        x = np.concatenate([p for _, p in parts])
-        starts = np.cumsum([0] + [len(p) for _, p in parts])[:-1]
-        offset = float(np.median([t for t, _ in parts] - starts / RATE))
-        times = offset + np.arange(len(x)) / RATE
-        m = (times >= t0) & (times < t1)
-        return x[m], (times[m][0] if m.any() else t0)
-
-    def close(self):
-        self.stream.close()
 
 
 class Rig:
@@ -237,7 +188,8 @@ def main():
         import sounddevice as sd
         sd._terminate()
         sd._initialize()
-        rec = Recorder()
+        rec = MonitorRecorder()
+        rec.wait_flowing()
         try:
             ttfa = {'mock': first_audio(MockBackend(), args.n),
                     'espeak': first_audio(EspeakBackend('en-us', 175), args.n)}

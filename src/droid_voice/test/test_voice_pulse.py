@@ -16,72 +16,14 @@ from droid_voice.envelope import DuckingEnvelope
 from droid_voice.music import MusicLibrary, MusicPlayer
 from droid_voice.output import SoundDeviceOutput
 from droid_voice.speaker import COMPLETED, INTERRUPTED, Speaker, Utterance
-from droid_voice.synth import RATE, Backend, EspeakBackend
+from droid_voice.synth import RATE, EspeakBackend
+from droid_voice.testing import MonitorRecorder as Recorder, ToneBackend
 
 clock = time.monotonic
 
 
-class ToneBackend(Backend):
-    name = 'tone'
-
-    def stream(self, text, voice=None, cancel=None):
-        n = len(text.split()) * RATE
-        x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)
-        pcm = np.round(x * 32767).astype(np.int16)
-        for i in range(0, n, 1600):
-            yield pcm[i:i + 1600]
 
 
-class Recorder:
-    """Records the null sink's monitor with the time each sample was captured."""
-
-    def __init__(self):
-        import sounddevice as sd
-        self.parts = []
-        self._lock = threading.Lock()
-        self.stream = sd.InputStream(samplerate=RATE, channels=1, dtype='float32',
-                                     blocksize=800, latency='high', device='pulse',
-                                     callback=self._cb)
-        self.overflows = 0
-        self.stream.start()
-
-    def _cb(self, indata, frames, t, status):
-        now = clock()
-        if status:
-            self.overflows += 1
-        lag = t.currentTime - t.inputBufferAdcTime if t.inputBufferAdcTime else 0.0
-        with self._lock:
-            self.parts.append((now - lag, indata[:, 0].copy()))
-
-    def wait_flowing(self, seconds=8.0):
-        deadline = clock() + seconds
-        while clock() < deadline:
-            with self._lock:
-                n0 = sum(len(x) for _, x in self.parts)
-            time.sleep(0.3)
-            with self._lock:
-                n1 = sum(len(x) for _, x in self.parts)
-            if n1 - n0 >= 0.25 * RATE:
-                with self._lock:
-                    self.parts.clear()            # keep only the steady recording
-                return
-        raise AssertionError('the monitor recording does not run')
-
-    def between(self, t0, t1):
-        """Samples captured in [t0, t1) and the capture time of the first one. The
-        recording is continuous (no overflow): time = robust offset + index / rate."""
-        assert self.overflows == 0
-        with self._lock:
-            parts = list(self.parts)
-        x = np.concatenate([x for _, x in parts])
-        starts = np.cumsum([0] + [len(p) for _, p in parts])[:-1]
-        offset = float(np.median([t for t, _ in parts] - starts / RATE))
-        times = offset + np.arange(len(x)) / RATE
-        m = (times >= t0) & (times < t1)
-        return x[m], (times[m][0] if m.any() else t0)
-
-    def close(self):
-        self.stream.close()
 
 
 def wait_flowing(out, seconds=6.0):

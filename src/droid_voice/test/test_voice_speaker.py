@@ -11,25 +11,15 @@ from droid_voice.amplitude import rms_norm
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.output import MockOutput
 from droid_voice.speaker import COMPLETED, INTERRUPTED, Speaker, Utterance
+from droid_voice.testing import ToneBackend
 from droid_voice.synth import (
     RATE,
-    Backend,
     ElevenLabsBackend,
     EspeakBackend,
     MockBackend,
 )
 
 
-class ToneBackend(Backend):
-    """A steady 440 Hz tone at half scale, one second per word."""
-    name = 'tone'
-
-    def stream(self, text, voice=None, cancel=None):
-        n = len(text.split()) * RATE
-        x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / RATE)
-        pcm = np.round(x * 32767).astype(np.int16)
-        for i in range(0, n, 1600):
-            yield pcm[i:i + 1600]
 
 
 class Rig:
