@@ -23,9 +23,9 @@ def test_rms01_of_a_full_scale_sine_is_about_one():
 
 
 def test_secrets_are_redacted(monkeypatch):
-    monkeypatch.setenv('DROID_TEST_KEY', 'sk-test-0123456789abcdef')
-    assert secrets.env_secret('DROID_TEST_KEY') == 'sk-test-0123456789abcdef'
-    assert secrets.redact('auth failed for sk-test-0123456789abcdef!') == 'auth failed for ***!'
+    monkeypatch.setenv('DROID_TEST_KEY', 'fake-test-key-0123456789abcdef')
+    assert secrets.env_secret('DROID_TEST_KEY') == 'fake-test-key-0123456789abcdef'
+    assert secrets.redact('auth failed for fake-test-key-0123456789abcdef!') == 'auth failed for ***!'
     monkeypatch.setenv('DROID_EMPTY_KEY', '  ')
     assert secrets.env_secret('DROID_EMPTY_KEY') is None
 
