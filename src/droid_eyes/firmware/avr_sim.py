@@ -19,13 +19,11 @@ hangs.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 COUNTER_NAMES = ('frames', 'amplitudes', 'bad_frames', 'renders', 'render_max_us')
 
@@ -97,6 +95,7 @@ class SimulatedBoard:
         self._log_path = log_path
         self._cond = threading.Condition()
         self._proc: subprocess.Popen | None = None
+        self._rc: int | None = None
         self._reader: threading.Thread | None = None
         self._stats: dict | None = None
         self.lines: list = []          # (wall time, line) of every event
@@ -122,9 +121,10 @@ class SimulatedBoard:
         return self
 
     def close(self, timeout: float = 5.0) -> int | None:
+        """Stop the harness; returns its exit status (0 = clean), also when called again."""
         proc = self._proc
         if proc is None:
-            return None
+            return self._rc
         if proc.poll() is None:
             try:
                 proc.stdin.write('quit\n')
@@ -147,7 +147,8 @@ class SimulatedBoard:
         if self._reader is not None:
             self._reader.join(2)
         self._proc = None
-        return proc.returncode
+        self._rc = proc.returncode
+        return self._rc
 
     def __enter__(self):
         return self.start()
@@ -276,6 +277,3 @@ class SimulatedBoard:
         with self._cond:
             self._cond.notify_all()
 
-
-def link_exists(path) -> bool:
-    return os.path.lexists(str(path)) and Path(path).exists()

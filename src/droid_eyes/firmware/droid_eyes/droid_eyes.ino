@@ -365,32 +365,43 @@ static void renderMatrix(const EyeState &s, float phase, float lvl) {
 #endif
 
 #if EYES_USE_NEOPIXEL
+// Integer maths per pixel (256 = 1.0): float on the AVR costs ~100 us a pixel, which
+// would keep the loop away from the serial port for milliseconds.
 static void renderRing(const EyeState &s, float phase, float lvl) {
-  uint16_t n = ring.numPixels();
-  float base = (s.brightness / 255.0f) * lvl;
+  const uint16_t n = ring.numPixels();
+  const uint16_t half = n / 2 ? n / 2 : 1;  // pixels per eye
+  const uint16_t step = (uint16_t)(65536UL / half > 65535UL ? 65535UL : 65536UL / half);
+  const uint8_t phase8 = (uint8_t)(phase * 256);
+  uint16_t scale = (uint16_t)(s.brightness * lvl + 0.5f);  // 0..255
+  scale += scale >> 7;                                       // 0..256
+  uint16_t pos = 0;                                          // position in the eye, 8.8
   for (uint16_t i = 0; i < n; i++) {
-    float k = base;
-    float pos = (float)(i % (n / 2 ? n / 2 : 1)) / (n / 2 ? n / 2 : 1);  // per-eye position
+    if (i == half) pos = 0;
+    const uint8_t pos8 = pos >> 8;
+    pos += step;
+    uint16_t f = 256;
     switch (s.pattern) {
       case EYES_PATTERN_SPIN:
       case EYES_PATTERN_THINKING: {
-        float d = pos - phase;
-        if (d < 0) d += 1;
-        k *= d < 0.15f ? 1.0f - d / 0.15f : 0.05f;
+        // a bright head running round the ring with a 15 % tail
+        const uint8_t d = (uint8_t)(pos8 - phase8);
+        f = d < 38 ? 256 - d * 256u / 38 : 13;
         break;
       }
       case EYES_PATTERN_SPEAKING:
-        k *= pos <= amplitude / 255.0f ? 1.0f : 0.1f;
+        f = pos8 <= amplitude ? 256 : 26;
         break;
       case EYES_PATTERN_SAD:
-        k *= pos > 0.5f ? 0.6f : 0.1f;
+        f = pos8 > 128 ? 154 : 26;
         break;
       case EYES_PATTERN_ANGRY:
-        k *= (phase < 0.5f) ? 1.0f : 0.6f;
+        f = phase8 < 128 ? 256 : 154;
         break;
       default: break;
     }
-    ring.setPixel(i, (uint8_t)(s.r * k), (uint8_t)(s.g * k), (uint8_t)(s.b * k));
+    const uint16_t m = (uint16_t)(((uint32_t)scale * f) >> 8);  // 0..256 (int is 16-bit)
+    ring.setPixel(i, (uint8_t)((s.r * m) >> 8), (uint8_t)((s.g * m) >> 8),
+                  (uint8_t)((s.b * m) >> 8));
   }
   ring.show();  // interrupts stay on between pixels: no serial byte is lost
 }
