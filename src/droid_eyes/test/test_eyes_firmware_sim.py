@@ -377,6 +377,25 @@ def test_amplitude_at_the_links_full_rate_loses_nothing(board_factory):
         link.close()
 
 
+def test_a_board_that_resets_when_the_port_opens(board_factory):
+    """Like an Uno / Nano (DTR auto-reset) with a bootloader that waits 0.5 s: opening the
+    port reboots the board, the link's HELLOs meanwhile are lost, the boot DEV_HELLO
+    completes the handshake."""
+    board = board_factory('matrix', reset_on_open=True, boot_ms=500)
+    link = link_for(board.link_path)
+    try:
+        t0 = time.monotonic()
+        assert wait(lambda: link.status().connected, 10), link.status()
+        took = time.monotonic() - t0
+        assert [why for _, _, why in board.resets] == ['power', 'open']
+        link.set_state(P.DeviceState.from_floats(PATTERNS['sad'], (1.0, 0.0, 0.0), 1.0, 0.0))
+        assert board.wait_display(lambda f: shows(f, PATTERNS['sad']), 5), board.display()
+        assert board.stats()['lost_rx_off'] > 0    # the HELLOs sent into the bootloader
+        print(f'connected {took:.3f} s after opening (0.5 s bootloader wait)')
+    finally:
+        link.close()
+
+
 def test_stop_is_immediate_even_with_the_host_attached(board_factory):
     board = board_factory('matrix')
     host = RawHost(board.link_path)

@@ -269,7 +269,7 @@ static struct {
   int master;                   /* pty master, -1 when unplugged */
   char slave[128];
   int host_open;
-  unsigned long long rx_bytes, tx_bytes, overruns, lost_rx_off, lost_unplugged, tx_dropped;
+  unsigned long long rx_bytes, tx_bytes, overruns, lost_rx_off, tx_dropped;
 } br = {.master = -1};
 
 static avr_irq_t *uart_in;
@@ -323,7 +323,8 @@ static void mcu_reset(const char *why) {
   if (ws.enabled && ws.nbits) ws_latch(avr, avr->cycle, NULL);
   avr_reset(avr);                        /* also drops every cycle timer */
   halted = 0;
-  br.rx_len = 0;                         /* bytes in flight while resetting are lost */
+  br.lost_rx_off += br.rx_len;           /* bytes in flight while resetting are lost */
+  br.rx_len = 0;
   ws.nbits = 0;
   ws.level = 0;
   mx.bits = 0;
@@ -581,6 +582,7 @@ int main(int argc, char **argv) {
         if (avr->cycle < run_until) {          /* held in the bootloader's wait */
           avr_cycle_count_t skip = run_until < end ? run_until : end;
           avr->cycle = skip;
+          br.lost_rx_off += br.rx_len;         /* nobody listens to the UART yet */
           br.rx_len = 0;
           continue;
         }
