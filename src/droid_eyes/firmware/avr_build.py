@@ -80,25 +80,32 @@ class Firmware:
 def missing_tools(simulator: bool = True) -> list[str]:
     """What is missing to build the firmware (and the simulator harness), as readable
     reasons; empty when everything is there."""
+    return _missing_firmware_tools() + (_missing_simulator_tools() if simulator else [])
+
+
+def _missing_firmware_tools() -> list[str]:
     missing = []
     for tool, pkg in (('avr-gcc', 'gcc-avr'), ('avr-g++', 'gcc-avr'),
-                      ('avr-objcopy', 'binutils-avr'), ('avr-size', 'binutils-avr')):
+                      ('avr-gcc-ar', 'gcc-avr'), ('avr-objcopy', 'binutils-avr'),
+                      ('avr-size', 'binutils-avr')):
         if shutil.which(tool) is None:
             missing.append(f'{tool} (Debian package {pkg})')
-    if not Path('/usr/lib/avr/include/avr/io.h').exists() and shutil.which('avr-gcc'):
-        probe = subprocess.run(['avr-gcc', '-print-file-name=include'], capture_output=True,
-                               text=True)
-        if probe.returncode != 0:
-            missing.append('avr-libc (Debian package avr-libc)')
+    if not any(Path(d, 'avr', 'io.h').exists() for d in ('/usr/lib/avr/include',
+                                                         '/usr/avr/include')):
+        missing.append('avr-libc (Debian package avr-libc)')
     if not (CORE_DIR / 'Arduino.h').exists():
         missing.append(f'the Arduino AVR core in {CORE_DIR} (Debian package arduino-core-avr)')
-    if simulator:
-        if shutil.which('gcc') is None and shutil.which('cc') is None:
-            missing.append('a C compiler for the simulator harness (Debian package gcc)')
-        if not (SIMAVR_INCLUDE / 'sim_avr.h').exists():
-            missing.append('simavr headers (Debian package libsimavr-dev)')
-        if not any(Path(d).glob('libsimavr.so*') for d in _lib_dirs()):
-            missing.append('libsimavr (Debian packages libsimavr-dev, libsimavr2)')
+    return missing
+
+
+def _missing_simulator_tools() -> list[str]:
+    missing = []
+    if shutil.which('gcc') is None and shutil.which('cc') is None:
+        missing.append('a C compiler for the simulator harness (Debian package gcc)')
+    if not (SIMAVR_INCLUDE / 'sim_avr.h').exists():
+        missing.append('simavr headers (Debian package libsimavr-dev)')
+    if not any(Path(d).glob('libsimavr.so*') for d in _lib_dirs()):
+        missing.append('libsimavr (Debian packages libsimavr-dev, libsimavr2)')
     return missing
 
 
@@ -177,7 +184,7 @@ def build_firmware(config: str = 'matrix', out: str | Path = 'build/eyes-firmwar
     """Compile and link one configuration; returns the ELF/HEX paths and the memory use."""
     if config not in CONFIGS:
         raise ValueError(f'unknown configuration {config!r}; one of {", ".join(CONFIGS)}')
-    missing = missing_tools(simulator=False)
+    missing = _missing_firmware_tools()
     if missing:
         raise BuildError('cannot build the firmware, missing: ' + '; '.join(missing))
     out = Path(out).resolve()
@@ -222,8 +229,7 @@ def build_all(out: str | Path = 'build/eyes-firmware', configs=None) -> dict[str
 
 def build_simulator(out: str | Path = 'build/eyes-firmware') -> Path:
     """Compile the simavr harness (``sim/eyes_sim.c``) with the host C compiler."""
-    missing = [m for m in missing_tools(simulator=True) if 'avr' not in m.split()[0]
-               or 'simavr' in m]
+    missing = _missing_simulator_tools()
     if missing:
         raise BuildError('cannot build the simulator harness, missing: ' + '; '.join(missing))
     out = Path(out).resolve()
