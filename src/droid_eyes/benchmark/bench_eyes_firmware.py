@@ -93,7 +93,7 @@ def bench_bursts(board, bursts: int, size: int) -> dict:
             # every frame answered (ACK or NACK), or nothing more comes for a while
             last = [len(frames(P.ACK, P.NACK)), time.monotonic()]
 
-            def settled():
+            def settled(last=last, sent=sent):
                 n = len(frames(P.ACK, P.NACK))
                 if n != last[0]:
                     last[:] = [n, time.monotonic()]

@@ -114,7 +114,8 @@ def _lib_dirs():
 
 
 def _run(cmd, cwd=None):
-    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd)
+    res = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd,
+                         check=False)
     if res.returncode != 0:
         raise BuildError(f'{" ".join(str(c) for c in cmd)}\n{res.stdout}{res.stderr}')
     return res

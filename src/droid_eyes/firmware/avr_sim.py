@@ -115,7 +115,7 @@ class SimulatedBoard:
             stderr.close()
         self._reader = threading.Thread(target=self._read, name='eyes-sim', daemon=True)
         self._reader.start()
-        if not self.wait_line(lambda l: l.startswith('READY'), timeout):
+        if not self.wait_line(lambda line: line.startswith('READY'), timeout):
             self.close()
             raise RuntimeError(f'the simulator did not start: {self._args}')
         return self
@@ -207,7 +207,7 @@ class SimulatedBoard:
 
     # ---- observation --------------------------------------------------------------------
     def _count(self, prefix: str) -> int:
-        return sum(1 for _, l in self.lines if l.startswith(prefix))
+        return sum(1 for _, line in self.lines if line.startswith(prefix))
 
     def wait_for(self, predicate, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -221,7 +221,7 @@ class SimulatedBoard:
             return True
 
     def wait_line(self, predicate, timeout: float) -> bool:
-        return self.wait_for(lambda b: any(predicate(l) for _, l in b.lines), timeout)
+        return self.wait_for(lambda b: any(predicate(line) for _, line in b.lines), timeout)
 
     def display(self) -> MaxFrame | None:
         with self._cond:

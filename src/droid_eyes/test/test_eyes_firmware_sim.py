@@ -271,7 +271,8 @@ def test_bursts_at_the_line_rate_are_all_acknowledged(board_factory, config):
             seqs += burst_seqs
             sent_frames += 40 * (1 + amps)
             amplitude_frames += 40 * amps
-            assert host.pump(lambda items: len(host.frames(P.ACK, P.NACK)) >= len(seqs), 15), \
+            assert host.pump(lambda items, n=len(seqs): len(host.frames(P.ACK, P.NACK)) >= n,
+                             15), \
                 (config, b, len(host.frames(P.ACK, P.NACK)), len(seqs))
         acks = [f.seq for f in host.frames(P.ACK)]
         assert acks == seqs                         # all of them, in order

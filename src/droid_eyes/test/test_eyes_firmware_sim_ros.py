@@ -81,7 +81,7 @@ def rows_of(pattern, amplitude=0.0):
 
 def intensity(brightness, level=1.0):
     """The firmware's mapping: brightness byte x pattern level -> MAX7219 intensity 0..15."""
-    b8 = int(round(max(0.0, min(1.0, brightness)) * 255))
+    b8 = round(max(0.0, min(1.0, brightness)) * 255)
     return int(b8 * level) * 15 // 255
 
 

@@ -20,7 +20,8 @@
 // Never losing a byte: the core's serial receive buffer holds 64 bytes, 5.5 ms at 115200
 // baud. Nothing here keeps the loop away from the serial port for more than a fraction
 // of that: the matrices are written with direct port writes, only the rows that changed
-// (< 0.3 ms for everything), the ring with interrupts on between pixels. So back-to-back
+// (~25 us a row for both eyes), the ring with interrupts on between pixels; the longest
+// render() is ~0.75 ms (matrices) / ~1.8 ms (and a 24-pixel ring). So back-to-back
 // frames at the full line rate are all received and acknowledged (the simulator tests,
 // test/test_eyes_firmware_sim.py, send such bursts).
 
@@ -53,8 +54,8 @@ static NeoPixelRing ring;
 #endif
 
 #define FRAME_MS 20  // render at 50 Hz
-#define REFRESH_MS 1000
-#define EYES_EEPROM_BOOT_COUNTER 0  // EEPROM address of the 16-bit boot counter  // rewrite every MAX7219 register this often (heals glitches)
+#define REFRESH_MS 1000  // rewrite every MAX7219 register this often (heals glitches)
+#define EYES_EEPROM_BOOT_COUNTER 0  // EEPROM address of the 16-bit boot counter
 
 // Counters for tests and debugging (the simulator reads them from RAM; not on the wire).
 struct EyesCounters {
