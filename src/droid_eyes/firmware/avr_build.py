@@ -2,7 +2,7 @@
 """Build the eyes firmware for the ATmega328P (Arduino Uno / Nano) with Debian's packages
 only, and the simavr harness that runs it (stdlib only; no arduino-cli, no ROS).
 
-    python3 src/droid_eyes/firmware/avr_build.py                  # every configuration -> build/eyes-firmware
+    python3 src/droid_eyes/firmware/avr_build.py        # every configuration, in build/eyes-firmware
     python3 src/droid_eyes/firmware/avr_build.py --config matrix --out /tmp/fw
     python3 src/droid_eyes/firmware/avr_build.py --sim            # also the simulator harness
 

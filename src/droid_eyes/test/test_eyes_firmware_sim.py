@@ -226,7 +226,8 @@ def test_states_become_the_right_colours_on_the_ring(board_factory, config):
         cap = 96 + 1                              # NEOPIXEL_MAX_BRIGHTNESS
         want = ((255 * cap) >> 8, (128 * cap) >> 8, 0)
         assert board.wait_ring(lambda f: len(f.pixels) == 24 and
-                               all(p == want for p in f.pixels), 5), [(f.t_us, f.pixels[:2]) for f in board.ring_frames]
+                               all(p == want for p in f.pixels), 5), \
+            [(f.t_us, f.pixels[:2]) for f in board.ring_frames]
         if config == 'matrix_ring':
             assert board.wait_display(lambda f: shows(f, PATTERNS['solid']), 5)
         host.send(P.encode(P.SET_STATE, 3, P.DeviceState.from_floats(
