@@ -16,6 +16,13 @@ command -v pulseaudio >/dev/null || need_apt+=(pulseaudio)
 command -v pactl >/dev/null || need_apt+=(pulseaudio-utils)
 ldconfig -p 2>/dev/null | grep -q libportaudio.so || need_apt+=(libportaudio2)
 command -v g++ >/dev/null || need_apt+=(g++)     # the eyes firmware's host-side test
+# The eyes firmware built for the ATmega328P and run in simavr (droid_eyes/firmware/)
+command -v avr-gcc >/dev/null || need_apt+=(gcc-avr)
+[ -f /usr/lib/avr/include/avr/io.h ] || need_apt+=(avr-libc)
+command -v avr-objcopy >/dev/null || need_apt+=(binutils-avr)
+[ -f /usr/share/arduino/hardware/arduino/avr/cores/arduino/Arduino.h ] || need_apt+=(arduino-core-avr)
+command -v simavr >/dev/null || need_apt+=(simavr)
+[ -f /usr/include/simavr/sim_avr.h ] || need_apt+=(libsimavr-dev libsimavrparts1)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing Debian packages: ${need_apt[*]}"
