@@ -13,7 +13,9 @@
 Faults: transient errors are retried per :class:`~droid_brain.retry.RetryPolicy` while
 nothing of that request has been published; when retries run out (or the error is not
 transient) the persona's fallback line is spoken if nothing was said yet, and the sink
-gets a warning. Any unexpected exception is caught: the turn ends, the worker lives on.
+gets a warning. A stream cut mid-answer is such a fault (the backend raises ``truncated``):
+its unfinished sentence is never spoken, and memory keeps only the sentences said, marked
+``[interrupted]`` (:func:`~droid_brain.memory.interrupted_reply`), as after a barge-in. Any unexpected exception is caught: the turn ends, the worker lives on.
 
 :class:`TurnWorker` owns the worker thread with a one-slot, latest-wins queue: a new turn
 replaces a queued one and cancels the running one (a newer conversation or a newer
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 from droid_brain.chunker import SentenceChunker
 from droid_brain.clock import MonotonicClock
+from droid_brain.memory import interrupted_reply
 from droid_brain.retry import LLMError, RetryPolicy
 from droid_brain.stream import ToolCallAccumulator, ToolResult
 
@@ -218,9 +221,10 @@ class Engine:
                         say(getattr(persona, 'fallback_line', '') or
                             "Sorry, I can't think right now.")
                     else:
+                        # A broken stream is not a reply: keep only what was said.
                         out.interrupted = True
-                    if content:
-                        pending.append({'role': 'assistant', 'content': content})
+                        pending.append({'role': 'assistant', 'content': interrupted_reply(
+                            ' '.join(sentences[round_start:]))})
                     break
                 if calls and not offer:
                     self.log.warning(f'model asked for tools after {self.max_tool_rounds} '
@@ -228,7 +232,9 @@ class Engine:
                     calls = []
                 if not calls:
                     pending.append({'role': 'assistant', 'content': content})
-                    self.sink.status('ok', f'LLM ok ({self.backend.name})')
+                    note = ('' if getattr(self.backend, 'tools_stream', True) else
+                            '; tool rounds not streamed: the server cannot stream tool calls')
+                    self.sink.status('ok', f'LLM ok ({self.backend.name}{note})')
                     break
                 pending.append({'role': 'assistant', 'content': content or None,
                                 'tool_calls': [c.as_message_entry() for c in calls]})
@@ -254,7 +260,8 @@ class Engine:
             if pending[-1]['role'] == 'assistant' and not pending[-1].get('tool_calls'):
                 pending.pop()
             if sentences[round_start:]:
-                pending.append({'role': 'assistant', 'content': ' '.join(sentences[round_start:])})
+                pending.append({'role': 'assistant',
+                                'content': interrupted_reply(' '.join(sentences[round_start:]))})
         out.reply_text = ' '.join(sentences)
         self.sink.end(turn, len(sentences), out.interrupted, out.reply_text, pname)
         self.sink.trace(turn, 'REPLY_DONE',

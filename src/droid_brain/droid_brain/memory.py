@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 
+INTERRUPTED_MARK = '[interrupted]'
 PER_MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 CHARS_PER_TOKEN = 4
@@ -169,6 +170,16 @@ class SessionMemory:
                     break
                 dropped.append(self._exchanges.pop(0))
         return dropped
+
+
+def interrupted_reply(spoken: str) -> str:
+    """The assistant text stored for a reply that did not finish.
+
+    Only what was said is kept, followed by :data:`INTERRUPTED_MARK` so the model sees the
+    reply stopped there and does not assume the rest was said.
+    """
+    spoken = (spoken or '').strip()
+    return f'{spoken} {INTERRUPTED_MARK}' if spoken else INTERRUPTED_MARK
 
 
 def complete_tool_results(messages: list) -> list:
