@@ -514,6 +514,69 @@ def test_openai_backend_faults_fall_back_and_warn(graph, tmp_path):
             node.destroy_node()
 
 
+def test_cut_stream_is_not_a_reply_and_tool_rounds_survive_a_server_without_tool_streams(
+        graph, tmp_path):
+    """Point 5 of the conversation issue, through the node: a stream cut mid-answer ends the
+    turn interrupted with only the whole sentences published and a WARN on /diagnostics; a
+    llama.cpp-like server (empty stream when tools are offered) still runs tools."""
+    h = graph.h
+
+    def server(body):
+        if body.get('stream') and body.get('tools') and body['messages'][-1]['content'] == 'x':
+            return Reply(events=[])                       # cannot stream tool calls
+        if not body.get('stream'):
+            if body['messages'][-1]['role'] == 'tool':
+                return Reply.whole('It is late.')
+            return Reply.whole(None, [('t1', 'get_time', '{}')])
+        return Reply.cut('I began a sentence. Then the line went', piece=5)
+
+    with FakeOpenAI(responder=server) as srv:
+        brain = BrainNode('brain_cut', namespace=graph.ns + '/cut', parameter_overrides=[
+            Parameter('backend', value='openai'), Parameter('base_url', value=srv.base_url),
+            Parameter('model', value='local'), Parameter('max_retries', value=1),
+            Parameter('retry_base_delay_s', value=0.05),
+            Parameter('tool_server_timeout_s', value=0.3),
+            Parameter('state_file', value=str(tmp_path / 's.yaml'))])
+        replies = []
+        node = rclpy.create_node('cut_probe', namespace=graph.ns + '/cut')
+        node.create_subscription(ReplySentence, names.REPLY, replies.append, RELIABLE_QOS)
+        tpub = node.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
+        graph.executor.add_node(brain)
+        graph.executor.add_node(node)
+        try:
+            assert wait_until(lambda: tpub.get_subscription_count() >= 1, 10)
+            tpub.publish(Transcription(conversation_id='k1', utterance_id=1, text='talk',
+                                       is_final=True))
+            end = wait_until(lambda: [r for r in replies if r.is_final], 15)
+            assert end[0].interrupted
+            assert [r.text for r in replies if not r.is_final] == ['I began a sentence.']
+            assert len(srv.requests) == 1                 # something was said: no retry
+            warn = wait_until(lambda: [s for d in h.diags for s in d.status
+                                       if s.name == f'{graph.ns[1:]}/cut/brain_cut: llm'
+                                       and s.level == b'\x01'
+                                       and 'truncated' in s.message], 5)
+            assert warn
+            # The next request carries only what was said, marked interrupted.
+            tpub.publish(Transcription(conversation_id='k1', utterance_id=2, text='x',
+                                       is_final=True))
+            assert wait_until(lambda: [r for r in replies if r.is_final
+                                       and r.utterance_id == 2], 15)
+            first = srv.requests[1]['messages']
+            assert {'role': 'assistant',
+                    'content': 'I began a sentence. [interrupted]'} in first
+            assert [bool(r.get('stream')) for r in srv.requests[1:]] == [True, False, False]
+            tool_msg = srv.requests[-1]['messages'][-1]
+            assert tool_msg['role'] == 'tool' and tool_msg['tool_call_id'] == 't1'
+            assert [r.text for r in replies if r.utterance_id == 2 and not r.is_final] == [
+                'It is late.']
+        finally:
+            graph.executor.remove_node(brain)
+            graph.executor.remove_node(node)
+            brain.close()
+            brain.destroy_node()
+            node.destroy_node()
+
+
 def test_no_key_with_official_url_falls_back_to_mock(graph, tmp_path, monkeypatch):
     monkeypatch.delenv('OPENAI_API_KEY', raising=False)
     brain = BrainNode('brain_nokey', namespace=graph.ns + '/nokey', parameter_overrides=[
