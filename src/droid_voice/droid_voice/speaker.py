@@ -48,7 +48,8 @@ class Utterance:
                  input_stamp: float = 0.0, received: float = 0.0,
                  last_in_reply: bool = False, words_per_minute: float = 160.0):
         self.id = next(_ids)
-        self.text = text
+        self.text = text                  # as written (logs, records)
+        self.spoken = text                # as synthesised (see Speaker.normalize)
         self.conversation_id = conversation_id
         self.utterance_id = int(utterance_id)
         self.index = int(index)
@@ -111,8 +112,9 @@ class Speaker:
     def __init__(self, backend: Backend, fallback: Backend | None = None, *,
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
-                 on_warning=None, fallback_cooldown: float = 0.0):
+                 on_warning=None, fallback_cooldown: float = 0.0, normalize=None):
         self.backend = backend
+        self.normalize = normalize or (lambda text: text)   # text -> words to synthesise
         self.fallback = fallback
         self.clock = clock
         self.fade_samples = max(1, round(fade_s * RATE))
@@ -340,12 +342,16 @@ class Speaker:
             utt.backend = backend
 
     def _synthesize(self, utt: Utterance) -> None:
+        try:
+            utt.spoken = self.normalize(utt.text) or utt.text
+        except Exception:  # noqa: BLE001 - never lose a sentence to normalisation
+            utt.spoken = utt.text
         backend = self.backend
         if self.fallback is not None and time.monotonic() < self._cooldown_until:
             backend = self.fallback
         utt.backend = backend.name
         try:
-            for chunk in backend.stream(utt.text, utt.voice, utt.cancel):
+            for chunk in backend.stream(utt.spoken, utt.voice, utt.cancel):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, backend.name)
@@ -363,7 +369,7 @@ class Speaker:
             utt.synthesized = utt.played
         utt.backend = self.fallback.name
         try:
-            for chunk in self.fallback.stream(utt.text, utt.voice, utt.cancel):
+            for chunk in self.fallback.stream(utt.spoken, utt.voice, utt.cancel):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, self.fallback.name)

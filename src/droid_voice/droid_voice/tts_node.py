@@ -46,6 +46,7 @@ from droid_msgs.msg import (
 from droid_voice.output import MockOutput, SoundDeviceOutput
 from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
 from droid_voice.sentences import Speak as SpeakAction
+from droid_voice.speakable import speakable
 from droid_voice.speaker import COMPLETED, FAILED, INTERRUPTED, Speaker, Utterance
 from droid_voice.synth import (
     DEFAULT_ELEVENLABS_MODEL,
@@ -85,7 +86,8 @@ class TtsNode(Node):
                                amplitude_hz=p['amplitude_rate_hz'], queue_size=p['queue_size'],
                                default_voice=lambda: self._voice_for(''),
                                on_warning=self._on_synth_warning,
-                               fallback_cooldown=p['fallback_cooldown'])
+                               fallback_cooldown=p['fallback_cooldown'],
+                               normalize=speakable if p['speakable_text'] else None)
         self.diag.set(level, backend_msg, component='synthesis', backend=primary.name)
 
         # Publishers / subscriptions / action.
@@ -177,6 +179,10 @@ class TtsNode(Node):
                                          max_value=200.0, read_only=True)
         d['barge_in'] = declare(self, 'barge_in', True, 'Stop speaking when voice activity '
                                 'turns true while the droid speaks')
+        d['speakable_text'] = declare(self, 'speakable_text', True, 'Say markdown, URLs, '
+                                      'emoji, numbers, dates, units and abbreviations as words '
+                                      '(brain/reply keeps what the model wrote)',
+                                      read_only=True)
         d['record_path'] = declare(self, 'record_path', '', 'Append what was said (JSON lines) '
                                    'to this file; empty = off', read_only=True)
         d['reorder_timeout'] = declare(self, 'reorder_timeout', 2.0, 'Wait this long for a '
@@ -470,7 +476,8 @@ class TtsNode(Node):
             return
         line = json.dumps({'conversation_id': utt.conversation_id,
                            'utterance_id': utt.utterance_id, 'index': utt.index,
-                           'goal': utt.goal, 'text': utt.text, 'backend': utt.backend,
+                           'goal': utt.goal, 'text': utt.text, 'spoken': utt.spoken,
+                           'backend': utt.backend,
                            'status': utt.status, 'played': round(utt.played_s, 4),
                            'started': utt.started_at, 'ended': utt.ended_at,
                            'last_in_reply': utt.last_in_reply})
