@@ -525,3 +525,24 @@ def test_mock_speaker_keeps_the_real_contract(ctx):
             assert any(t == '/' + names.SPEAK + '/_action/status' for t, _ in pubs)
         finally:
             rig.close()
+
+
+def test_reply_text_is_spoken_as_words_and_published_as_written(ctx, tmp_path):
+    """Markdown, numbers and units are synthesised as words; events keep the text."""
+    record = tmp_path / 'said.jsonl'
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=240.0, record_path=str(record)))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'md', 1, 0, 'It is **3.5** km.'))
+        reply.publish(sentence(rig, 'md', 1, 1, final=True))
+        assert rig.wait_for(lambda: events_of(ev, 'md') == [(0, S), (0, E)], 15)
+        assert ev[-1].text == 'It is **3.5** km.'
+        # the mock voice paces the words it was given: 6 words at 240 wpm, not 4
+        assert ev[-1].played == pytest.approx(1.5, abs=0.05)
+        (line,) = [json.loads(x) for x in record.read_text().splitlines()]
+        assert line['text'] == 'It is **3.5** km.'
+        assert line['spoken'] == 'It is three point five kilometres.'
+    finally:
+        rig.close()
