@@ -167,6 +167,10 @@ class BrainNode(Node):
         p['max_tool_rounds'] = declare(self, 'max_tool_rounds', 3,
                                        'LLM rounds with tools offered per turn',
                                        min_value=0, max_value=10, read_only=True)
+        p['filler_after_s'] = declare(self, 'filler_after_s', 1.5,
+                                      "A tool still running after this long gets the persona's "
+                                      'filler line once, so there is no dead air [s] (0 = off)',
+                                      min_value=0.0, max_value=60.0, read_only=True)
         p['token_budget'] = declare(self, 'token_budget', 4000,
                                     'Session memory budget [tokens], trimmed after each turn',
                                     min_value=200, max_value=1000000, read_only=True)
@@ -234,7 +238,8 @@ class BrainNode(Node):
             retry=RetryPolicy(p['max_retries'], p['retry_base_delay_s'], 2.0,
                               p['retry_max_delay_s']),
             max_tool_rounds=p['max_tool_rounds'], sentence_max_chars=p['sentence_max_chars'],
-            persona=lambda: self.personas.active, logger=log)
+            persona=lambda: self.personas.active, logger=log,
+            filler_after_s=p['filler_after_s'])
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
         self._seen: list = []
 

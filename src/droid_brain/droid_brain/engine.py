@@ -171,7 +171,8 @@ def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.
 class Engine:
     def __init__(self, backend, memory, sink: Sink, tool_runner=no_tools, tools_schema=(),
                  clock=None, retry: RetryPolicy | None = None, max_tool_rounds: int = 3,
-                 sentence_max_chars: int = 200, persona=None, logger=None):
+                 sentence_max_chars: int = 200, persona=None, logger=None,
+                 filler_after_s: float = 1.5):
         self.backend = backend
         self.memory = memory
         self.sink = sink
@@ -183,6 +184,7 @@ class Engine:
         self.sentence_max_chars = sentence_max_chars
         self.persona = persona            # callable -> Persona (name, fallback_line)
         self.log = logger or _log
+        self.filler_after_s = float(filler_after_s)   # <= 0: no filler lines
 
     def _persona(self):
         return self.persona() if callable(self.persona) else self.persona
@@ -192,6 +194,7 @@ class Engine:
         pname = getattr(persona, 'name', '')
         sentences: list = []
         pending = [{'role': 'user', 'content': turn.text}]
+        fillers: list = []          # indexes of filler lines in ``sentences``
         out = TurnOutcome(sentences, '', False)
         first_token = [False]
         round_start = 0
@@ -216,7 +219,7 @@ class Engine:
                 if error is not None:
                     out.error = str(error)
                     self.sink.status('warn', f'LLM request failed ({error.kind}): {error}')
-                    if not sentences:
+                    if len(sentences) == len(fillers):       # nothing of the model's said
                         out.fallback = True
                         say(getattr(persona, 'fallback_line', '') or
                             "Sorry, I can't think right now.")
@@ -240,7 +243,8 @@ class Engine:
                                 'tool_calls': [c.as_message_entry() for c in calls]})
                 for c in calls:
                     self.sink.trace(turn, 'TOOL_GOAL', c.name)
-                results = self.tool_runner(turn, calls)
+                results = self._run_tools(turn, calls, persona, say, fillers,
+                                          lambda: sentences)
                 for c, r in zip(calls, results):
                     self.sink.trace(turn, 'TOOL_RESULT',
                                     f'{c.name}: ' + ('ok' if r.success else r.error)[:120])
@@ -275,6 +279,32 @@ class Engine:
         except Exception as exc:  # noqa: BLE001
             self.log.error(f'memory: {exc}')
         return out
+
+    def _run_tools(self, turn, calls, persona, say, fillers, sentences_said):
+        """Run the tools; if they keep the user waiting past ``filler_after_s`` (clock
+        time), say the persona's filler line once, so there is no dead air."""
+        if self.filler_after_s <= 0:
+            return self.tool_runner(turn, calls)
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def filler():
+            if self.clock.sleep_until(self.clock.now() + self.filler_after_s, done):
+                with lock:
+                    if not done.is_set() and not turn.cancel.is_set():
+                        line = getattr(persona, 'filler_line', '') or 'One moment.'
+                        self.sink.trace(turn, 'FILLER', ', '.join(c.name for c in calls))
+                        fillers.append(len(sentences_said()))
+                        say(line)
+
+        waiter = threading.Thread(target=filler, name='tool-filler', daemon=True)
+        waiter.start()
+        try:
+            return self.tool_runner(turn, calls)
+        finally:
+            with lock:
+                done.set()
+            waiter.join(1.0)
 
     def _request(self, turn, pending, tools, rnd, say, first_token):
         """One LLM request (with retries). Returns ``(content, calls, error)``."""

@@ -16,6 +16,7 @@ Persona file (YAML, one per persona, ``<persona_dir>/<name>.yaml``)::
     eye_theme: cantina             # a key of the eyes node's themes
     eye_color: '#ff8000'           # name, hex or [r, g, b] in [0, 1]
     fallback_line: ...             # spoken when the LLM cannot be reached
+    filler_line: ...               # spoken when a tool keeps the user waiting
 
 User state file (YAML, written by the brain, atomically: temp file + ``os.replace``)::
 
@@ -50,6 +51,7 @@ DEFAULTS = {
     'eye_theme': '',
     'eye_color': 'white',
     'fallback_line': "Sorry, my thinking circuits are offline. Please try again in a moment.",
+    'filler_line': 'One moment.',
 }
 OVERRIDABLE = frozenset(DEFAULTS) - {'system_prompt', 'display_name'}
 BUILTIN_NAME = 'default'
@@ -76,6 +78,7 @@ class Overrides(BaseModel):
     eye_theme: str | None = None
     eye_color: str | list | None = None
     fallback_line: str | None = Field(default=None, min_length=1)
+    filler_line: str | None = Field(default=None, min_length=1)
 
     @field_validator('eye_color')
     @classmethod
@@ -108,6 +111,7 @@ class Persona:
     eye_theme: str
     eye_color: tuple
     fallback_line: str
+    filler_line: str = DEFAULTS['filler_line']
     source: str = ''          # the file it came from ('' = built-in)
 
 
@@ -171,6 +175,7 @@ def resolve(fields: dict | None, overrides: dict | None = None) -> Persona:
         eye_theme=merged['eye_theme'],
         eye_color=parse_colour(merged['eye_color']),
         fallback_line=merged['fallback_line'],
+        filler_line=merged['filler_line'],
         source=merged.get('source', ''),
     )
 

@@ -338,3 +338,39 @@ def test_server_that_cannot_stream_tool_calls_is_asked_without_streaming(server)
     assert any('not streamed' in m for m in statuses(sink, 'ok'))
     out = eng.run_turn(Turn('c', 2, 'thanks'))
     assert [bool(r.get('stream')) for r in server.requests][3:] == [False, False]
+
+
+# -- no dead air while a tool runs -------------------------------------------------------
+
+FILLER_PERSONA = SimpleNamespace(name='rex', fallback_line='Signal lost.',
+                                 filler_line='Hang on, spinning that up!')
+
+
+def slow_runner(seconds):
+    def run(turn, reqs):
+        time.sleep(seconds)
+        return [ToolResult(True, json.dumps({'ran': r.name})) for r in reqs]
+    return run
+
+
+@pytest.mark.parametrize('tool_s, fillers', [(0.6, 1), (0.0, 0)])
+def test_slow_tool_gets_one_filler_line_fast_tool_none(server, tool_s, fillers):
+    server.push(Reply.tools([('c1', 'play_music', '{"query": "cantina"}')]),
+                Reply.text('Here it is.'))
+    eng, sink, memory, _ = make(server, runner=slow_runner(tool_s))
+    eng.persona, eng.filler_after_s = FILLER_PERSONA, 0.2
+    out = eng.run_turn(Turn('c', 1, 'play the cantina song'))
+    assert out.sentences == ['Hang on, spinning that up!'] * fillers + ['Here it is.']
+    filler_traces = [e for e in sink.of('trace') if e[3] == 'FILLER']
+    assert len(filler_traces) == fillers
+    if fillers:   # said while the tool ran: before its result, after its goal
+        stages = [e[3] for e in sink.of('trace')]
+        assert stages.index('TOOL_GOAL') < stages.index('FILLER') < stages.index('TOOL_RESULT')
+
+
+def test_filler_does_not_hide_a_failed_model_behind_it(server):
+    server.push(Reply.tools([('c1', 'get_time', '{}')]), Reply.error(401))
+    eng, sink, memory, _ = make(server, runner=slow_runner(0.5))
+    eng.persona, eng.filler_after_s = FILLER_PERSONA, 0.1
+    out = eng.run_turn(Turn('c', 1, 'time?'))
+    assert out.sentences == ['Hang on, spinning that up!', 'Signal lost.'] and out.fallback
