@@ -577,6 +577,45 @@ def test_cut_stream_is_not_a_reply_and_tool_rounds_survive_a_server_without_tool
             node.destroy_node()
 
 
+@pytest.mark.parametrize('filler_after_s, fillers', [(0.2, 1), (10.0, 0)])
+def test_slow_tool_gets_the_persona_filler_line(graph, tmp_path, filler_after_s, fillers):
+    """No tool executor in this namespace: the ToolCall waits tool_server_timeout_s (1 s)
+    for a server; past filler_after_s the persona's filler line is said, once."""
+    with FakeOpenAI() as srv:
+        srv.push(Reply.tools([('f1', 'get_time', '{}')]), Reply.text('No clock here.'))
+        ns = graph.ns + f'/fill{fillers}'
+        brain = BrainNode('brain_fill', namespace=ns, parameter_overrides=[
+            Parameter('backend', value='openai'), Parameter('base_url', value=srv.base_url),
+            Parameter('model', value='local'), Parameter('persona', value='rex'),
+            Parameter('filler_after_s', value=filler_after_s),
+            Parameter('tool_server_timeout_s', value=1.0),
+            Parameter('state_file', value=str(tmp_path / 's.yaml'))])
+        replies, traces = [], []
+        node = rclpy.create_node('fill_probe', namespace=ns)
+        node.create_subscription(ReplySentence, names.REPLY, replies.append, RELIABLE_QOS)
+        node.create_subscription(TraceEvent, names.TRACE, traces.append, RELIABLE_QOS)
+        tpub = node.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
+        graph.executor.add_node(brain)
+        graph.executor.add_node(node)
+        try:
+            assert wait_until(lambda: tpub.get_subscription_count() >= 1, 10)
+            tpub.publish(Transcription(conversation_id='f1', utterance_id=1, text='time?',
+                                       is_final=True))
+            assert wait_until(lambda: [r for r in replies if r.is_final], 15)
+            said = [r.text for r in replies if not r.is_final]
+            filler = brain.personas.active.filler_line
+            assert filler == 'Hang on, spinning that up for you!'
+            assert said == [filler] * fillers + ['No clock here.']
+            stages = [t.stage for t in traces]
+            assert stages.count(TraceEvent.STAGE_FILLER) == fillers
+        finally:
+            graph.executor.remove_node(brain)
+            graph.executor.remove_node(node)
+            brain.close()
+            brain.destroy_node()
+            node.destroy_node()
+
+
 def test_no_key_with_official_url_falls_back_to_mock(graph, tmp_path, monkeypatch):
     monkeypatch.delenv('OPENAI_API_KEY', raising=False)
     brain = BrainNode('brain_nokey', namespace=graph.ns + '/nokey', parameter_overrides=[
