@@ -343,6 +343,7 @@ class BrainNode(Node):
         msg = Persona(name=persona.name, display_name=persona.display_name,
                       elevenlabs_voice_id=persona.elevenlabs_voice_id,
                       offline_voice=persona.offline_voice,
+                      piper_voice=persona.piper_voice,
                       offline_rate_wpm=float(persona.offline_rate_wpm),
                       eye_theme=persona.eye_theme,
                       eye_color=ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0))

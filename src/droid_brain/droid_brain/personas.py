@@ -12,6 +12,7 @@ Persona file (YAML, one per persona, ``<persona_dir>/<name>.yaml``)::
     system_prompt: ...
     elevenlabs_voice_id: ''        # '' = backend default
     offline_voice: en-us+m3        # espeak-ng voice
+    piper_voice: joe-us            # Piper voice: packaged name or path of a .onnx voice
     offline_rate_wpm: 185
     eye_theme: cantina             # a key of the eyes node's themes
     eye_color: '#ff8000'           # name, hex or [r, g, b] in [0, 1]
@@ -47,6 +48,7 @@ DEFAULTS = {
                       'spoken-style sentences. Use your tools when asked to act.'),
     'elevenlabs_voice_id': '',
     'offline_voice': 'en-us',
+    'piper_voice': '',
     'offline_rate_wpm': 175.0,
     'eye_theme': '',
     'eye_color': 'white',
@@ -74,6 +76,7 @@ class Overrides(BaseModel):
     model_config = ConfigDict(extra='forbid')
     elevenlabs_voice_id: str | None = None
     offline_voice: str | None = None
+    piper_voice: str | None = None
     offline_rate_wpm: float | None = Field(default=None, gt=0, le=1000)
     eye_theme: str | None = None
     eye_color: str | list | None = None
@@ -112,6 +115,7 @@ class Persona:
     eye_color: tuple
     fallback_line: str
     filler_line: str = DEFAULTS['filler_line']
+    piper_voice: str = ''
     source: str = ''          # the file it came from ('' = built-in)
 
 
@@ -176,6 +180,7 @@ def resolve(fields: dict | None, overrides: dict | None = None) -> Persona:
         eye_color=parse_colour(merged['eye_color']),
         fallback_line=merged['fallback_line'],
         filler_line=merged['filler_line'],
+        piper_voice=merged['piper_voice'],
         source=merged.get('source', ''),
     )
 

