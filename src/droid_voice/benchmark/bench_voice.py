@@ -2,9 +2,10 @@
 """droid_voice benchmark: prints JSON.
 
 - time from a sentence arriving (Speaker.submit) to its first audio frame written to the
-  device, per backend: mock, offline espeak-ng, local fake ElevenLabs (websocket with the
+  device, per backend: mock, offline espeak-ng, offline Piper (joe-us), local fake ElevenLabs (websocket with the
   connection opened ahead, and HTTP stream) -- the fake answers with no artificial delay,
   so the figure is the droid's own overhead on top of the provider's time to first byte;
+- Piper alone: voice load time, time to its first chunk and real-time factor;
 - barge-in stop latency p50/p99 (stop request -> last audible sample recorded from the
   PulseAudio null sink's monitor; target <= 150 ms);
 - amplitude message rate and lag: release time behind the stamp (the time the samples
@@ -36,6 +37,7 @@ from droid_voice.synth import (
     ElevenLabsBackend,
     EspeakBackend,
     MockBackend,
+    PiperBackend,
     VoiceSpec,
 )
 
@@ -109,6 +111,27 @@ def first_audio(backend, n, prepare=None) -> dict:
         rig.close()
     return {'n': len(times), 'p50_ms': pct(times, 50), 'p90_ms': pct(times, 90),
             'max_ms': pct(times, 100)}
+
+
+def piper_rtf(n) -> dict:
+    """Piper alone (no device): time to the first chunk and real-time factor per sentence."""
+    piper = PiperBackend()
+    t0 = clock()
+    piper.load()
+    load_s = clock() - t0
+    first, rtf = [], []
+    for i in range(n):
+        text = SENTENCES[i % len(SENTENCES)]
+        t0 = clock()
+        samples = 0
+        for chunk in piper.stream(text, VoiceSpec()):
+            if not samples:
+                first.append(clock() - t0)
+            samples += chunk.size
+        rtf.append((clock() - t0) / (samples / RATE))
+    return {'voice': piper.default_voice, 'load_s': round(load_s, 3), 'n': n,
+            'first_chunk_p50_ms': pct(first, 50), 'first_chunk_p90_ms': pct(first, 90),
+            'rtf_p50': round(float(np.median(rtf)), 3), 'rtf_max': round(max(rtf), 3)}
 
 
 def barge_in(rec, n) -> dict:
@@ -193,6 +216,10 @@ def main():
         try:
             ttfa = {'mock': first_audio(MockBackend(), args.n),
                     'espeak': first_audio(EspeakBackend('en-us', 175), args.n)}
+            piper = PiperBackend()
+            piper.load()
+            ttfa['piper'] = first_audio(piper, args.n)
+            out['piper'] = piper_rtf(args.n)
             with FakeElevenLabs(api_key='bench', first_chunk_delay=0.0) as fake:
                 ws = ElevenLabsBackend('bench', use_websocket=True, base_url=fake.base_url,
                                        ws_base_url=fake.ws_base_url)
