@@ -95,6 +95,7 @@ class _NodeSink(Sink):
                             utterance_id=turn.utterance_id, index=index, text=text,
                             is_final=False, interrupted=False, persona=persona)
         msg.header.stamp = n.get_clock().now().to_msg()
+        n.remember_said(turn, index, text)
         n.reply_pub.publish(msg)
         n.get_logger().debug(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
 
@@ -229,6 +230,8 @@ class BrainNode(Node):
         log.info(f"persona '{persona.name}' ({persona.display_name}); available: "
                  f"{', '.join(self.personas.names) or '(none)'}")
 
+        self._said: dict = {}            # (conversation_id, utterance_id) -> {index: text}
+        self._said_lock = threading.Lock()
         self.memory = SessionMemory(persona.system_prompt, p['token_budget'],
                                     TokenCounter(logger=log))
         self.backend = self._make_backend()
@@ -365,11 +368,30 @@ class BrainNode(Node):
                                 input_stamp=to_sec(stamp),
                                 input_stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec))
 
+    def remember_said(self, turn, index: int, text: str) -> None:
+        """The sentences published per turn (the last few turns), for :meth:`_on_speech_event`."""
+        key = (turn.conversation_id, turn.utterance_id)
+        with self._said_lock:
+            said = self._said.setdefault(key, {})
+            said[index] = text
+            while len(self._said) > 16:
+                self._said.pop(next(iter(self._said)))
+
     def _on_speech_event(self, msg: SpeechEvent) -> None:
         if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:
             return
         if self.worker.cancel(msg.conversation_id, msg.utterance_id, 'barge-in'):
             self.get_logger().info(f'{log_prefix(msg.conversation_id)}barge-in: reply cancelled')
+        key = (msg.conversation_id, msg.utterance_id)
+        with self._said_lock:
+            said = dict(self._said.get(key) or {})
+        if not said:
+            return                     # not a reply of this brain (a Speak goal, another one)
+        heard = [said[i] for i in sorted(said) if i < msg.sentence_index] + [msg.heard]
+        heard_text = ' '.join(t for t in heard if t.strip())
+        self.memory.set_heard(key, heard_text)
+        self.get_logger().info(f'{log_prefix(msg.conversation_id)}the user heard: '
+                               f'"{heard_text}" [interrupted]')
 
     def _on_wake(self, msg: WakeWord) -> None:
         current = self.worker.current

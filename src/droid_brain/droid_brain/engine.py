@@ -275,7 +275,7 @@ class Engine:
         if out.fallback and not any(m['role'] == 'assistant' for m in pending):
             pending.append({'role': 'assistant', 'content': out.reply_text})
         try:
-            self.memory.add_exchange(pending)
+            self.memory.add_exchange(pending, key=(turn.conversation_id, turn.utterance_id))
         except Exception as exc:  # noqa: BLE001
             self.log.error(f'memory: {exc}')
         return out

@@ -43,6 +43,7 @@ from droid_msgs.msg import (
     TraceEvent,
     VoiceActivity,
 )
+from droid_voice.heard import heard_text
 from droid_voice.output import MockOutput, SoundDeviceOutput
 from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
 from droid_voice.sentences import Speak as SpeakAction
@@ -470,8 +471,15 @@ class TtsNode(Node):
                     self._speech_done(utt.key, e.t, utt)
 
     def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
+        if kind == SpeechEvent.STARTED:
+            heard = ''
+        elif kind == SpeechEvent.ENDED:
+            heard = utt.text
+        else:
+            heard = heard_text(utt.text, utt.played_s, utt.duration_estimate)
         m = SpeechEvent(conversation_id=utt.conversation_id, utterance_id=utt.utterance_id,
                         sentence_index=0 if utt.goal else utt.index, event=kind, text=utt.text,
+                        heard=heard,
                         duration_estimate=float(utt.duration_estimate),
                         played=0.0 if kind == SpeechEvent.STARTED else float(utt.played_s),
                         last_in_reply=bool(utt.last_in_reply), backend=utt.backend)
