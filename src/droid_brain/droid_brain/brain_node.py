@@ -34,6 +34,7 @@ from droid_common.ros import (
     to_time_msg,
 )
 from droid_common.secrets import env_secret, redact
+from droid_common.turn_taking import DEFAULT_MIN_WORDS, confirms_barge_in
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -168,6 +169,11 @@ class BrainNode(Node):
         p['max_tool_rounds'] = declare(self, 'max_tool_rounds', 3,
                                        'LLM rounds with tools offered per turn',
                                        min_value=0, max_value=10, read_only=True)
+        p['barge_in_min_words'] = declare(self, 'barge_in_min_words', DEFAULT_MIN_WORDS,
+                                          'A final transcription said over the droid starts a '
+                                          'new turn only with this many real words (not uh-huh, '
+                                          'mm, yeah) or a command word; keep equal to the '
+                                          "tts's", min_value=1, max_value=10, read_only=True)
         p['filler_after_s'] = declare(self, 'filler_after_s', 1.5,
                                       "A tool still running after this long gets the persona's "
                                       'filler line once, so there is no dead air [s] (0 = off)',
@@ -230,6 +236,7 @@ class BrainNode(Node):
         log.info(f"persona '{persona.name}' ({persona.display_name}); available: "
                  f"{', '.join(self.personas.names) or '(none)'}")
 
+        self._droid_speaking = False     # from SpeechEvents: STARTED .. last ENDED/INTERRUPTED
         self._said: dict = {}            # (conversation_id, utterance_id) -> {index: text}
         self._said_lock = threading.Lock()
         self.memory = SessionMemory(persona.system_prompt, p['token_budget'],
@@ -362,6 +369,11 @@ class BrainNode(Node):
         if not text or key in self._seen:
             return
         self._seen = (self._seen + [key])[-100:]
+        if self._droid_speaking and not confirms_barge_in(text, self.p['barge_in_min_words']):
+            # The tts forgave it and resumes (same rule): a backchannel, not a new turn.
+            self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard "{text}" over '
+                                   'the droid: not real words, no new turn')
+            return
         self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard: {text}')
         stamp = msg.header.stamp
         self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
@@ -378,6 +390,11 @@ class BrainNode(Node):
                 self._said.pop(next(iter(self._said)))
 
     def _on_speech_event(self, msg: SpeechEvent) -> None:
+        if msg.event in (SPEECH['STARTED'], SPEECH['PAUSED'], SPEECH['RESUMED']):
+            self._droid_speaking = True
+        elif msg.event == SPEECH['INTERRUPTED'] or (msg.event == SPEECH['ENDED']
+                                                   and msg.last_in_reply):
+            self._droid_speaking = False
         if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:
             return
         if self.worker.cancel(msg.conversation_id, msg.utterance_id, 'barge-in'):
@@ -431,8 +448,14 @@ class BrainNode(Node):
         for e in entries:
             while not e['event'].wait(0.02):
                 if turn.cancel.is_set():
-                    self._cancel_goals(entries)
-                    return [x['result'] or ToolResult(False, error='cancelled') for x in entries]
+                    # Cancelled with the reply, except the tools that must finish (they run
+                    # on; their results are not waited for).
+                    self._cancel_goals([x for x in entries
+                                        if not tools.must_finish(x['call'].name)])
+                    return [x['result'] or ToolResult(
+                        False, error='continues after the interruption'
+                        if tools.must_finish(x['call'].name) else 'cancelled')
+                        for x in entries]
                 if time.monotonic() > deadline:
                     self._cancel_goals([e])
                     e['result'] = ToolResult(

@@ -16,7 +16,7 @@ rclpy = pytest.importorskip('rclpy')
 from droid_brain.brain_node import BrainNode
 from droid_brain.fake_openai import FakeOpenAI, Reply
 from droid_common import names
-from droid_common.ros import RELIABLE_QOS, SENSOR_QOS, to_time_msg
+from droid_common.ros import RELIABLE_QOS, SENSOR_QOS
 from droid_voice.tts_node import TtsNode
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node

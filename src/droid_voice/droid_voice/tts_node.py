@@ -29,6 +29,7 @@ from droid_common.ros import (
     to_time_msg,
 )
 from droid_common.secrets import env_secret, redact
+from droid_common.turn_taking import DEFAULT_MIN_WORDS
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -41,8 +42,14 @@ from droid_msgs.msg import (
     SpeechAmplitude,
     SpeechEvent,
     TraceEvent,
+    Transcription,
     VoiceActivity,
 )
+from droid_voice.barge_in import MODES as BARGE_IN_MODES
+from droid_voice.barge_in import PAUSE as BARGE_PAUSE
+from droid_voice.barge_in import RESUME as BARGE_RESUME
+from droid_voice.barge_in import STOP as BARGE_STOP
+from droid_voice.barge_in import BargeInArbiter, BargeInConfig
 from droid_voice.heard import heard_text
 from droid_voice.output import MockOutput, SoundDeviceOutput
 from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
@@ -77,6 +84,11 @@ class TtsNode(Node):
         self._persona_lock = threading.Lock()
         self._tracker = TurnTracker(reorder_timeout=p['reorder_timeout'])
         self._tracker_lock = threading.Lock()
+        self._arbiter = BargeInArbiter(BargeInConfig(
+            mode=p['barge_in_mode'], resume_s=p['barge_in_resume_ms'] / 1000.0,
+            min_words=p['barge_in_min_words'],
+            confirm_speech_s=p['barge_in_confirm_speech_ms'] / 1000.0))
+        self._arbiter_lock = threading.Lock()
         self._turns: dict = {}             # key -> {'first_audio', 'last_ended', 'stamp'}
         self._goal_utts: dict = {}         # goal uuid bytes -> Utterance
         self._last_amplitude = 0.0
@@ -103,8 +115,12 @@ class TtsNode(Node):
                                  callback_group=topics)
         self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS,
                                  callback_group=topics)
+        barge = ReentrantCallbackGroup()
         self.create_subscription(VoiceActivity, names.VOICE_ACTIVITY, self._on_voice_activity,
-                                 SENSOR_QOS, callback_group=ReentrantCallbackGroup())
+                                 SENSOR_QOS, callback_group=barge)
+        self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
+                                 RELIABLE_QOS, callback_group=barge)
+        self.create_timer(0.02, self._barge_in_tick, callback_group=barge)
         self._action = ActionServer(self, Speak, names.SPEAK, execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=self._on_cancel,
@@ -197,6 +213,25 @@ class TtsNode(Node):
                                       'emoji, numbers, dates, units and abbreviations as words '
                                       '(brain/reply keeps what the model wrote)',
                                       read_only=True)
+        d['barge_in_mode'] = declare(self, 'barge_in_mode', 'confirm', 'confirm: pause on '
+                                     "the user's voice, stop only for real words, else resume; "
+                                     'immediate: stop on any voice', read_only=True,
+                                     choices=list(BARGE_IN_MODES))
+        check_choice('barge_in_mode', d['barge_in_mode'], BARGE_IN_MODES)
+        d['barge_in_resume_ms'] = declare(self, 'barge_in_resume_ms', 600.0, 'Paused and no '
+                                          'real words this long (and the voice stopped): '
+                                          'resume where it paused [ms]', min_value=100.0,
+                                          max_value=5000.0, read_only=True)
+        d['barge_in_min_words'] = declare(self, 'barge_in_min_words', DEFAULT_MIN_WORDS,
+                                          'Words (not counting uh-huh, mm, yeah, ...) that '
+                                          'confirm a barge-in; a command word (stop, wait) '
+                                          'always does. Keep equal to the brain\'s',
+                                          min_value=1, max_value=10, read_only=True)
+        d['barge_in_confirm_speech_ms'] = declare(self, 'barge_in_confirm_speech_ms', 1200.0,
+                                                  'Voice going on this long confirms a '
+                                                  'barge-in before any words arrive [ms]',
+                                                  min_value=200.0, max_value=10000.0,
+                                                  read_only=True)
         d['record_path'] = declare(self, 'record_path', '', 'Append what was said (JSON lines) '
                                    'to this file; empty = off', read_only=True)
         d['reorder_timeout'] = declare(self, 'reorder_timeout', 2.0, 'Wait this long for a '
@@ -356,15 +391,46 @@ class TtsNode(Node):
                     self._speech_done(a.key, self._now())
 
     def _on_voice_activity(self, msg: VoiceActivity) -> None:
-        if not msg.speaking or not self.get_parameter('barge_in').value:
+        if not self.get_parameter('barge_in').value:
             return
         cur = self.speaker.current()
-        if cur is None or cur.stop_reason:
-            return
         stamp = to_sec(msg.header.stamp)
-        if stamp and cur.started_at is not None and stamp < cur.started_at:
-            return                       # voice from before this sentence was heard
-        self._barge_in(cur, 'voice activity', stamp)
+        droid = cur is not None and not cur.stop_reason and not (
+            stamp and cur.started_at is not None and stamp < cur.started_at)  # voice from
+        with self._arbiter_lock:                        # before this sentence was heard
+            action = self._arbiter.voice(msg.speaking, self._now(), droid)
+        self._apply_barge_in(action, 'voice activity', stamp)
+
+    def _on_transcription(self, msg: Transcription) -> None:
+        with self._arbiter_lock:
+            action = self._arbiter.transcription(msg.text, self._now())
+        self._apply_barge_in(action, f'words: "{msg.text[:40]}"', to_sec(msg.header.stamp))
+
+    def _barge_in_tick(self) -> None:
+        with self._arbiter_lock:
+            if self._arbiter.paused and self.speaker.paused() is None:
+                self._arbiter.reset()      # the paused sentence ended another way
+            action = self._arbiter.tick(self._now())
+        self._apply_barge_in(action, 'voice went on')
+
+    def _apply_barge_in(self, action, reason: str, input_stamp: float = 0.0) -> None:
+        if action is None:
+            return
+        log = self.get_logger()
+        if action == BARGE_PAUSE:
+            cur = self.speaker.current()
+            if cur is not None and self.speaker.pause(cur):
+                log.info(log_prefix(cur.conversation_id) + f'paused ({reason}): waiting for '
+                         f'words before stopping "{cur.text[:40]}"')
+        elif action == BARGE_RESUME:
+            held = self.speaker.paused()
+            if held is not None and self.speaker.resume(held):
+                log.info(log_prefix(held.conversation_id) + 'no words followed: resuming '
+                         f'"{held.text[:40]}"')
+        elif action == BARGE_STOP:
+            utt = self.speaker.paused() or self.speaker.current()
+            if utt is not None and not utt.stop_reason:
+                self._barge_in(utt, reason, input_stamp)
 
     def _barge_in(self, utt: Utterance, reason: str, input_stamp: float = 0.0) -> None:
         t0 = self._now()
@@ -456,6 +522,10 @@ class TtsNode(Node):
             return
         if e.kind == 'dropped':
             return
+        if e.kind in ('paused', 'resumed'):
+            self._speech_event(SpeechEvent.PAUSED if e.kind == 'paused' else
+                               SpeechEvent.RESUMED, utt, e.t)
+            return
         kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
         self._speech_event(kind, utt, e.t)
         self._log_said(utt, e.kind)
@@ -471,7 +541,7 @@ class TtsNode(Node):
                     self._speech_done(utt.key, e.t, utt)
 
     def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
-        if kind == SpeechEvent.STARTED:
+        if kind in (SpeechEvent.STARTED, SpeechEvent.PAUSED, SpeechEvent.RESUMED):
             heard = ''
         elif kind == SpeechEvent.ENDED:
             heard = utt.text
