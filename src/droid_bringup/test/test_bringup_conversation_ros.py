@@ -103,3 +103,46 @@ def test_memory_after_barge_in_holds_only_what_was_heard(rig):
     assistant = [m for m in rig.srv.requests[1]['messages'] if m['role'] == 'assistant']
     assert assistant == [{'role': 'assistant',
                           'content': f'This first sentence is heard. {heard} [interrupted]'}]
+
+
+def voice(rig, speaking):
+    vad = VoiceActivity(conversation_id='b1', speaking=speaking)
+    vad.header.stamp = rig.tts.get_clock().now().to_msg()
+    rig.voice.publish(vad)
+
+
+def test_a_cough_pauses_and_resumes_real_words_stop_the_reply(rig):
+    long_reply = 'One two three four five six seven eight nine ten eleven twelve.'
+    rig.srv.push(Reply.text(long_reply), Reply.text('It is noon.'))
+    rig.said.publish(Transcription(conversation_id='b1', utterance_id=1, text='count',
+                                   is_final=True))
+    assert wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.STARTED])
+    time.sleep(0.8)
+    # A cough: voice on, off, and a backchannel transcript -> paused, then resumed.
+    voice(rig, True)
+    assert wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.PAUSED], 5)
+    voice(rig, False)
+    rig.said.publish(Transcription(conversation_id='b1', utterance_id=2, text='Uh-huh.',
+                                   is_final=True))
+    assert wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.RESUMED], 5)
+    # ... and the reply goes on to its end, not interrupted, with no new turn.
+    end = wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.ENDED
+                              and e.last_in_reply], 20)
+    assert end and end[0].heard == long_reply and end[0].played > 3.0
+    assert not [e for e in rig.events if e.event == SpeechEvent.INTERRUPTED]
+    assert len(rig.srv.requests) == 1
+    # Real words over the droid: paused, then stopped, and heard as the next turn.
+    rig.srv.push(Reply.text(long_reply))
+    rig.said.publish(Transcription(conversation_id='b1', utterance_id=3, text='again',
+                                   is_final=True))
+    assert wait_until(lambda: len([e for e in rig.events
+                                   if e.event == SpeechEvent.STARTED]) >= 2, 10)
+    time.sleep(0.5)
+    voice(rig, True)
+    rig.said.publish(Transcription(conversation_id='b1', utterance_id=4,
+                                   text='what time is it', is_final=True))
+    stop = wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.INTERRUPTED],
+                      5)
+    assert stop and stop[0].utterance_id == 3
+    assert wait_until(lambda: len(rig.srv.requests) == 3)
+    assert rig.srv.requests[2]['messages'][-1] == {'role': 'user', 'content': 'what time is it'}
