@@ -113,7 +113,7 @@ def voice(rig, speaking):
 
 def test_a_cough_pauses_and_resumes_real_words_stop_the_reply(rig):
     long_reply = 'One two three four five six seven eight nine ten eleven twelve.'
-    rig.srv.push(Reply.text(long_reply), Reply.text('It is noon.'))
+    rig.srv.push(Reply.text(long_reply))
     rig.said.publish(Transcription(conversation_id='b1', utterance_id=1, text='count',
                                    is_final=True))
     assert wait_until(lambda: [e for e in rig.events if e.event == SpeechEvent.STARTED])
