@@ -37,6 +37,7 @@ from rclpy.node import Node
 
 from droid_msgs.action import Speak
 from droid_msgs.msg import (
+    AudioChunk,
     Persona,
     ReplySentence,
     SpeechAmplitude,
@@ -52,6 +53,7 @@ from droid_voice.barge_in import STOP as BARGE_STOP
 from droid_voice.barge_in import BargeInArbiter, BargeInConfig
 from droid_voice.heard import heard_text
 from droid_voice.output import MockOutput, SoundDeviceOutput
+from droid_voice.playback import PlaybackTap, publisher_of
 from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
 from droid_voice.sentences import Speak as SpeakAction
 from droid_voice.speakable import speakable
@@ -126,6 +128,12 @@ class TtsNode(Node):
                                     cancel_callback=self._on_cancel,
                                     callback_group=ReentrantCallbackGroup())
         self.create_timer(0.25, self._poll_tracker, callback_group=topics)
+
+        # What is played goes out as the echo reference of the microphone (droid_audio.aec).
+        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, SENSOR_QOS)
+        self._tap = PlaybackTap(self.speaker.render,
+                                publisher_of(self.pub_playback, 'tts') if p['publish_playback']
+                                else (lambda t, samples: None), RATE)
 
         # Output last: it starts pulling audio right away.
         self.output = self._make_output(p)
@@ -232,6 +240,9 @@ class TtsNode(Node):
                                                   'barge-in before any words arrive [ms]',
                                                   min_value=200.0, max_value=10000.0,
                                                   read_only=True)
+        d['publish_playback'] = declare(self, 'publish_playback', True, 'Publish what is played '
+                                        'on audio/playback: the echo reference of the '
+                                        "microphone's echo cancellation", read_only=True)
         d['record_path'] = declare(self, 'record_path', '', 'Append what was said (JSON lines) '
                                    'to this file; empty = off', read_only=True)
         d['reorder_timeout'] = declare(self, 'reorder_timeout', 2.0, 'Wait this long for a '
@@ -288,7 +299,7 @@ class TtsNode(Node):
 
     def _make_output(self, p):
         if p['output'] == 'sounddevice':
-            out = SoundDeviceOutput(self.speaker.render, self._now, sample_rate=RATE,
+            out = SoundDeviceOutput(self._tap, self._now, sample_rate=RATE,
                                     device=p['device'], blocksize=p['blocksize'],
                                     latency=p['latency_ms'] / 1000.0)
             try:
@@ -303,7 +314,7 @@ class TtsNode(Node):
                 self.diag.set(ERROR, msg, component='output')
         else:
             self.diag.set(OK, 'mock speaker (no audio device)', component='output')
-        out = MockOutput(self.speaker.render, self._now, sample_rate=RATE,
+        out = MockOutput(self._tap, self._now, sample_rate=RATE,
                          block_s=p['mock_block_ms'] / 1000.0)
         out.start()
         return out
@@ -599,6 +610,7 @@ class TtsNode(Node):
     def close(self) -> None:
         self._stop.set()
         self.output.close()
+        self._tap.close()
         self.speaker.close()
         self._events_thread.join(timeout=2.0)
         if self._record is not None:
