@@ -169,15 +169,35 @@ def resolve_piper_voice(name: str, voice_dir: str = '') -> tuple:
     raise ProviderError(f'Piper voice {name!r} not found (tried: {", ".join(tried)})')
 
 
+def clauses(text: str, min_chars: int = 40) -> list:
+    """``text`` cut after commas, semicolons and colons into pieces of at least
+    ``min_chars`` characters (0 = not cut): a long sentence's first audio comes after its
+    first clause is synthesised, not the whole sentence."""
+    import re
+    if min_chars <= 0:
+        return [text]
+    out: list = []
+    for piece in re.split(r'(?<=[,;:])\s+', text.strip()):
+        if out and len(out[-1]) < min_chars:
+            out[-1] = f'{out[-1]} {piece}'
+        else:
+            out.append(piece)
+    if len(out) > 1 and len(out[-1]) < min_chars // 2:
+        out[-2:] = [f'{out[-2]} {out[-1]}']
+    return [p for p in out if p.strip()]
+
+
 class PiperBackend(Backend):
-    """The offline neural voice: Piper, one sentence synthesised at a time, resampled to
-    16 kHz. ``import piper`` and the voice load happen on first use (or :meth:`prepare`)."""
+    """The offline neural voice: Piper, resampled to 16 kHz. A long sentence is synthesised
+    clause by clause (:func:`clauses`), so its first audio is ready sooner. ``import piper``
+    and the voice load happen on first use (or :meth:`prepare`)."""
 
     name = 'piper'
 
     def __init__(self, default_voice: str = DEFAULT_PIPER_VOICE, voice_dir: str = '',
-                 length_scale: float = 0.0):
+                 length_scale: float = 0.0, clause_chars: int = 40):
         self.default_voice = default_voice or DEFAULT_PIPER_VOICE
+        self.clause_chars = int(clause_chars)       # 0 = whole sentences
         self.voice_dir = voice_dir
         self.length_scale = float(length_scale) or None    # None = the voice's own
         self._voices: dict = {}
@@ -206,12 +226,13 @@ class PiperBackend(Backend):
         v = self.load(voice.piper_voice)
         rate = int(v.config.sample_rate)
         try:
-            for raw in v.synthesize_stream_raw(text, length_scale=self.length_scale):
-                if cancel is not None and cancel.is_set():
-                    return
-                pcm = np.frombuffer(raw, dtype=np.int16)
-                if pcm.size:
-                    yield to_int16_mono(pcm, rate, RATE)
+            for part in clauses(text, self.clause_chars):
+                for raw in v.synthesize_stream_raw(part, length_scale=self.length_scale):
+                    if cancel is not None and cancel.is_set():
+                        return
+                    pcm = np.frombuffer(raw, dtype=np.int16)
+                    if pcm.size:
+                        yield to_int16_mono(pcm, rate, RATE)
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -199,6 +199,11 @@ class TtsNode(Node):
         d['piper_length_scale'] = declare(self, 'piper_length_scale', 0.0, 'Piper speaking '
                                           'pace: > 1 slower, < 1 faster (0 = the voice\'s own)',
                                           min_value=0.0, max_value=3.0, read_only=True)
+        d['piper_clause_chars'] = declare(self, 'piper_clause_chars', 40, 'Piper synthesises a '
+                                          'long sentence clause by clause (cut after , ; : '
+                                          'into pieces of at least this many characters), so '
+                                          'it starts speaking sooner (0 = whole sentences)',
+                                          min_value=0, max_value=1000, read_only=True)
         d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
                                     'persona has no offline_voice', read_only=True)
         d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
@@ -287,7 +292,8 @@ class TtsNode(Node):
     def _offline_voice(self, p, espeak):
         """Piper (then espeak-ng for a sentence Piper cannot say), or espeak-ng alone when
         the Piper voice does not load. Loading happens here, once, not on the first reply."""
-        piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'])
+        piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'],
+                             p['piper_clause_chars'])
         try:
             piper.load()
         except ProviderError as exc:

@@ -95,3 +95,16 @@ def test_first_working_falls_through_only_before_audio():
         list(chain.stream('x'))                      # half a sentence is not repeated
     with pytest.raises(ProviderError):
         list(FirstWorking(Broken(), Broken()).stream('x'))
+
+
+def test_clauses_cut_long_sentences_after_punctuation_only():
+    from droid_voice.synth import clauses
+    text = ('Welcome to the cantina, friend, where the music never stops; the band plays '
+            'all night: every night.')
+    assert clauses(text, 20) == ['Welcome to the cantina,',
+                                 'friend, where the music never stops;',
+                                 'the band plays all night:', 'every night.']
+    assert clauses(text, 40) == ['Welcome to the cantina, friend, where the music never stops;',
+                                 'the band plays all night: every night.']
+    assert clauses(text, 0) == [text]
+    assert clauses('Short, one.', 40) == ['Short, one.']
