@@ -164,7 +164,8 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
 
 
 def test_barge_in_and_newer_conversation(ctx):
-    rig = Rig(ctx, tts_node(ctx, words_per_minute=120.0, fade_ms=30.0))
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=120.0, fade_ms=30.0,
+                            barge_in_mode='immediate'))   # any voice stops it at once
     try:
         ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
         trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
@@ -288,14 +289,15 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             reply.publish(sentence(rig, 'e1', 1, 3, final=True))
             assert rig.wait_for(lambda: len([m for m in ev if m.event == E]) >= 3, 30)
             ended = [m for m in ev if m.event == E]
-            assert [m.backend for m in ended] == ['elevenlabs', 'espeak', 'elevenlabs']
+            # the offline fallback is Piper (espeak-ng only when Piper cannot speak)
+            assert [m.backend for m in ended] == ['elevenlabs', 'piper', 'elevenlabs']
             assert ended[0].played == pytest.approx(len(fake.audio_for('Fine sentence.'))
                                                     / 16000, abs=0.01)
             assert {r['voice_id'] for r in fake.requests} == {'rex-voice'}
             assert all(r['transport'] == 'ws' for r in fake.requests)
             statuses = [s for a in diag for s in a.status]
             warn = [s for s in statuses if s.level == b'\x01' and 'synthesis' in s.name]
-            assert warn and 'falls back to espeak' in warn[0].message
+            assert warn and 'falls back to piper' in warn[0].message
             assert not any('sk-ros-test-key' in s.message or
                            any('sk-ros-test-key' in kv.value for kv in s.values)
                            for s in statuses)
@@ -311,7 +313,7 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             assert rig.wait_for(fut.done, 5)
             res = fut.result().get_result_async()
             assert rig.wait_for(res.done, 20)
-            assert res.result().result.backend == 'espeak'
+            assert res.result().result.backend == 'piper'
             assert rig.wait_for(lambda: any('no ELEVENLABS_API_KEY' in s.message and
                                             s.level == b'\x01'
                                             for a in diag for s in a.status), 5)
