@@ -93,8 +93,11 @@ class EchoCanceller:
     """WebRTC AEC on 16 kHz mono int16 blocks, 10 ms at a time, with a reference buffer."""
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
-                 high_pass: bool = True, delay_ms: int = 0):
+                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1):
         self.reference = reference
+        self.resync_s = float(resync_s)
+        self._next_t: float | None = None
+        self.resyncs = 0
         self.error = ''
         self._apm = None
         self._rtc = None
@@ -125,6 +128,14 @@ class EchoCanceller:
         x = np.asarray(samples, dtype=np.int16).reshape(-1)
         if not self.available:
             return x
+        # Capture stamps are re-anchored by tens of ms now and then; the audio is
+        # continuous. A jump in the reference alignment makes AEC3 lose its lock for a
+        # second, so follow the samples and re-align only when really off (lost audio).
+        if self._next_t is not None and abs(t - self._next_t) < self.resync_s:
+            t = self._next_t
+        elif self._next_t is not None:
+            self.resyncs += 1
+        self._next_t = t + x.size / RATE
         out = x.copy()
         for i in range(0, (x.size // FRAME) * FRAME, FRAME):
             ref = self.reference.take(t + i / RATE, FRAME)

@@ -22,6 +22,7 @@ from droid_common.audio import MIC_RATE
 from droid_common.ros import (
     ERROR,
     OK,
+    RELIABLE_QOS,
     SENSOR_QOS,
     WARN,
     Diagnostics,
@@ -82,7 +83,7 @@ class MicrophoneNode(Node):
                                      delay_ms=self.aec_delay_ms)
             if self.aec.available:
                 self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback,
-                                         SENSOR_QOS)
+                                         RELIABLE_QOS)   # a lost block = an echo let through
                 self.diag.set(OK, 'echo cancellation on (reference: audio/playback)',
                               component='echo')
             else:
@@ -171,6 +172,10 @@ class MicrophoneNode(Node):
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=3.0)
+        if self.aec is not None:
+            self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
+                                   f'{self.aec.resyncs} re-alignments, reference '
+                                   f'{self.reference.blocks} blocks')
 
 
 def main(args=None):

@@ -98,6 +98,7 @@ def run_room(tmp_path, echo_cancel: bool, with_user: bool):
         vad = h.collect(VoiceActivity, names.VOICE_ACTIVITY, SENSOR_QOS)
         events = h.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
         mic = h.collect(AudioChunk, names.AUDIO, SENSOR_QOS)
+        playback = h.collect(AudioChunk, names.PLAYBACK, SENSOR_QOS)
         reply = h.node.create_publisher(ReplySentence, names.REPLY, RELIABLE_QOS)
         assert h.wait_for(lambda: len(mic) > 20 and reply.get_subscription_count() > 0, 60), \
             procs[0].log()
@@ -119,6 +120,7 @@ def run_room(tmp_path, echo_cancel: bool, with_user: bool):
         time.sleep(0.5)
         on = [to_sec(v.header.stamp) for v in vad if v.speaking]
         return dict(started=started, ended=ended, user_at=user_at, voice_on=on,
+                    mic=list(mic), playback=list(playback),
                     logs=procs[0].log() + procs[1].log())
     finally:
         if h is not None:

@@ -18,7 +18,6 @@ from droid_common.ros import (
     LATCHED_QOS,
     OK,
     RELIABLE_QOS,
-    SENSOR_QOS,
     WARN,
     Diagnostics,
     check_choice,
@@ -72,7 +71,7 @@ class MusicNode(Node):
         self._check_library()
 
         self.pub_state = self.create_publisher(MusicState, names.MUSIC_STATE, LATCHED_QOS)
-        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, SENSOR_QOS)
+        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, RELIABLE_QOS)
         self._tap = PlaybackTap(self.player.render,
                                 publisher_of(self.pub_playback, 'music')
                                 if self._p['publish_playback'] else (lambda t, samples: None),

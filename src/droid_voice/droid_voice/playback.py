@@ -20,8 +20,11 @@ REF_RATE = 16000
 
 
 class PlaybackTap:
-    def __init__(self, render, publish, rate: int, queue_blocks: int = 200):
+    def __init__(self, render, publish, rate: int, queue_blocks: int = 200,
+                 resync_s: float = 0.1):
         from collections import deque
+        self.resync_s = float(resync_s)
+        self._next: float | None = None
         self._render = render
         self._publish = publish
         self.rate = int(rate)
@@ -35,13 +38,20 @@ class PlaybackTap:
 
     def __call__(self, frames: int, heard_t: float, written_t: float | None = None):
         block = self._render(frames, heard_t, written_t)
+        # The device's callback times jitter by milliseconds; the audio itself is
+        # continuous. Stamp blocks on a continuous timeline (resynchronised when the
+        # callback time is off by more than ``resync_s``), as echo cancellation needs.
+        t = heard_t
+        if self._next is not None and abs(heard_t - self._next) < self.resync_s:
+            t = self._next
+        self._next = t + frames / float(self.rate)
         if block is not None:
             b = np.asarray(block)
             if b.size and np.any(b):
                 with self._cond:
                     if len(self._queue) == self._queue.maxlen:
                         self.dropped += 1
-                    self._queue.append((heard_t, b.copy(), self.rate))
+                    self._queue.append((t, b.copy(), self.rate))
                     self._cond.notify()
         return block
 
@@ -51,12 +61,23 @@ class PlaybackTap:
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if self._closed and not self._queue:
                     return
-                t, block, rate = self._queue.popleft()
-            try:
-                self._publish(t, to_int16_mono(block, rate, REF_RATE))
-                self.published += 1
-            except Exception:  # noqa: BLE001, S110 - a shut-down publisher: drop it
-                pass
+                items = list(self._queue)
+                self._queue.clear()
+            # contiguous blocks go out as one message (fewer, larger messages)
+            runs: list = []
+            for t, block, rate in items:
+                last = runs[-1] if runs else None
+                if last and last[2] == rate and abs(last[0] + last[3] / rate - t) < 1e-4:
+                    last[1].append(block)
+                    last[3] += len(block)
+                else:
+                    runs.append([t, [block], rate, len(block)])
+            for t, blocks, rate, _ in runs:
+                try:
+                    self._publish(t, to_int16_mono(np.concatenate(blocks), rate, REF_RATE))
+                    self.published += 1
+                except Exception:  # noqa: BLE001, S110 - a shut-down publisher: drop it
+                    pass
 
     def close(self) -> None:
         with self._cond:

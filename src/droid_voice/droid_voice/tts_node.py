@@ -130,7 +130,7 @@ class TtsNode(Node):
         self.create_timer(0.25, self._poll_tracker, callback_group=topics)
 
         # What is played goes out as the echo reference of the microphone (droid_audio.aec).
-        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, SENSOR_QOS)
+        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, RELIABLE_QOS)
         self._tap = PlaybackTap(self.speaker.render,
                                 publisher_of(self.pub_playback, 'tts') if p['publish_playback']
                                 else (lambda t, samples: None), RATE)
