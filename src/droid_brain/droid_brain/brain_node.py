@@ -34,6 +34,7 @@ from droid_common.ros import (
     to_time_msg,
 )
 from droid_common.secrets import env_secret, redact
+from droid_common.turn_taking import DEFAULT_MIN_WORDS, confirms_barge_in
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -95,6 +96,7 @@ class _NodeSink(Sink):
                             utterance_id=turn.utterance_id, index=index, text=text,
                             is_final=False, interrupted=False, persona=persona)
         msg.header.stamp = n.get_clock().now().to_msg()
+        n.remember_said(turn, index, text)
         n.reply_pub.publish(msg)
         n.get_logger().debug(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
 
@@ -167,6 +169,15 @@ class BrainNode(Node):
         p['max_tool_rounds'] = declare(self, 'max_tool_rounds', 3,
                                        'LLM rounds with tools offered per turn',
                                        min_value=0, max_value=10, read_only=True)
+        p['barge_in_min_words'] = declare(self, 'barge_in_min_words', DEFAULT_MIN_WORDS,
+                                          'A final transcription said over the droid starts a '
+                                          'new turn only with this many real words (not uh-huh, '
+                                          'mm, yeah) or a command word; keep equal to the '
+                                          "tts's", min_value=1, max_value=10, read_only=True)
+        p['filler_after_s'] = declare(self, 'filler_after_s', 1.5,
+                                      "A tool still running after this long gets the persona's "
+                                      'filler line once, so there is no dead air [s] (0 = off)',
+                                      min_value=0.0, max_value=60.0, read_only=True)
         p['token_budget'] = declare(self, 'token_budget', 4000,
                                     'Session memory budget [tokens], trimmed after each turn',
                                     min_value=200, max_value=1000000, read_only=True)
@@ -225,6 +236,9 @@ class BrainNode(Node):
         log.info(f"persona '{persona.name}' ({persona.display_name}); available: "
                  f"{', '.join(self.personas.names) or '(none)'}")
 
+        self._droid_speaking = False     # from SpeechEvents: STARTED .. last ENDED/INTERRUPTED
+        self._said: dict = {}            # (conversation_id, utterance_id) -> {index: text}
+        self._said_lock = threading.Lock()
         self.memory = SessionMemory(persona.system_prompt, p['token_budget'],
                                     TokenCounter(logger=log))
         self.backend = self._make_backend()
@@ -234,7 +248,8 @@ class BrainNode(Node):
             retry=RetryPolicy(p['max_retries'], p['retry_base_delay_s'], 2.0,
                               p['retry_max_delay_s']),
             max_tool_rounds=p['max_tool_rounds'], sentence_max_chars=p['sentence_max_chars'],
-            persona=lambda: self.personas.active, logger=log)
+            persona=lambda: self.personas.active, logger=log,
+            filler_after_s=p['filler_after_s'])
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
         self._seen: list = []
 
@@ -338,6 +353,7 @@ class BrainNode(Node):
         msg = Persona(name=persona.name, display_name=persona.display_name,
                       elevenlabs_voice_id=persona.elevenlabs_voice_id,
                       offline_voice=persona.offline_voice,
+                      piper_voice=persona.piper_voice,
                       offline_rate_wpm=float(persona.offline_rate_wpm),
                       eye_theme=persona.eye_theme,
                       eye_color=ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0))
@@ -353,17 +369,46 @@ class BrainNode(Node):
         if not text or key in self._seen:
             return
         self._seen = (self._seen + [key])[-100:]
+        if self._droid_speaking and not confirms_barge_in(text, self.p['barge_in_min_words']):
+            # The tts forgave it and resumes (same rule): a backchannel, not a new turn.
+            self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard "{text}" over '
+                                   'the droid: not real words, no new turn')
+            return
         self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard: {text}')
         stamp = msg.header.stamp
         self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
                                 input_stamp=to_sec(stamp),
                                 input_stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec))
 
+    def remember_said(self, turn, index: int, text: str) -> None:
+        """The sentences published per turn (the last few turns), for :meth:`_on_speech_event`."""
+        key = (turn.conversation_id, turn.utterance_id)
+        with self._said_lock:
+            said = self._said.setdefault(key, {})
+            said[index] = text
+            while len(self._said) > 16:
+                self._said.pop(next(iter(self._said)))
+
     def _on_speech_event(self, msg: SpeechEvent) -> None:
+        if msg.event in (SPEECH['STARTED'], SPEECH['PAUSED'], SPEECH['RESUMED']):
+            self._droid_speaking = True
+        elif msg.event == SPEECH['INTERRUPTED'] or (msg.event == SPEECH['ENDED']
+                                                   and msg.last_in_reply):
+            self._droid_speaking = False
         if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:
             return
         if self.worker.cancel(msg.conversation_id, msg.utterance_id, 'barge-in'):
             self.get_logger().info(f'{log_prefix(msg.conversation_id)}barge-in: reply cancelled')
+        key = (msg.conversation_id, msg.utterance_id)
+        with self._said_lock:
+            said = dict(self._said.get(key) or {})
+        if not said:
+            return                     # not a reply of this brain (a Speak goal, another one)
+        heard = [said[i] for i in sorted(said) if i < msg.sentence_index] + [msg.heard]
+        heard_text = ' '.join(t for t in heard if t.strip())
+        self.memory.set_heard(key, heard_text)
+        self.get_logger().info(f'{log_prefix(msg.conversation_id)}the user heard: '
+                               f'"{heard_text}" [interrupted]')
 
     def _on_wake(self, msg: WakeWord) -> None:
         current = self.worker.current
@@ -403,8 +448,14 @@ class BrainNode(Node):
         for e in entries:
             while not e['event'].wait(0.02):
                 if turn.cancel.is_set():
-                    self._cancel_goals(entries)
-                    return [x['result'] or ToolResult(False, error='cancelled') for x in entries]
+                    # Cancelled with the reply, except the tools that must finish (they run
+                    # on; their results are not waited for).
+                    self._cancel_goals([x for x in entries
+                                        if not tools.must_finish(x['call'].name)])
+                    return [x['result'] or ToolResult(
+                        False, error='continues after the interruption'
+                        if tools.must_finish(x['call'].name) else 'cancelled')
+                        for x in entries]
                 if time.monotonic() > deadline:
                     self._cancel_goals([e])
                     e['result'] = ToolResult(

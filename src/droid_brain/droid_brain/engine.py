@@ -13,7 +13,9 @@
 Faults: transient errors are retried per :class:`~droid_brain.retry.RetryPolicy` while
 nothing of that request has been published; when retries run out (or the error is not
 transient) the persona's fallback line is spoken if nothing was said yet, and the sink
-gets a warning. Any unexpected exception is caught: the turn ends, the worker lives on.
+gets a warning. A stream cut mid-answer is such a fault (the backend raises ``truncated``):
+its unfinished sentence is never spoken, and memory keeps only the sentences said, marked
+``[interrupted]`` (:func:`~droid_brain.memory.interrupted_reply`), as after a barge-in. Any unexpected exception is caught: the turn ends, the worker lives on.
 
 :class:`TurnWorker` owns the worker thread with a one-slot, latest-wins queue: a new turn
 replaces a queued one and cancels the running one (a newer conversation or a newer
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 from droid_brain.chunker import SentenceChunker
 from droid_brain.clock import MonotonicClock
+from droid_brain.memory import interrupted_reply
 from droid_brain.retry import LLMError, RetryPolicy
 from droid_brain.stream import ToolCallAccumulator, ToolResult
 
@@ -168,7 +171,8 @@ def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.
 class Engine:
     def __init__(self, backend, memory, sink: Sink, tool_runner=no_tools, tools_schema=(),
                  clock=None, retry: RetryPolicy | None = None, max_tool_rounds: int = 3,
-                 sentence_max_chars: int = 200, persona=None, logger=None):
+                 sentence_max_chars: int = 200, persona=None, logger=None,
+                 filler_after_s: float = 1.5):
         self.backend = backend
         self.memory = memory
         self.sink = sink
@@ -180,6 +184,7 @@ class Engine:
         self.sentence_max_chars = sentence_max_chars
         self.persona = persona            # callable -> Persona (name, fallback_line)
         self.log = logger or _log
+        self.filler_after_s = float(filler_after_s)   # <= 0: no filler lines
 
     def _persona(self):
         return self.persona() if callable(self.persona) else self.persona
@@ -189,6 +194,7 @@ class Engine:
         pname = getattr(persona, 'name', '')
         sentences: list = []
         pending = [{'role': 'user', 'content': turn.text}]
+        fillers: list = []          # indexes of filler lines in ``sentences``
         out = TurnOutcome(sentences, '', False)
         first_token = [False]
         round_start = 0
@@ -213,14 +219,15 @@ class Engine:
                 if error is not None:
                     out.error = str(error)
                     self.sink.status('warn', f'LLM request failed ({error.kind}): {error}')
-                    if not sentences:
+                    if len(sentences) == len(fillers):       # nothing of the model's said
                         out.fallback = True
                         say(getattr(persona, 'fallback_line', '') or
                             "Sorry, I can't think right now.")
                     else:
+                        # A broken stream is not a reply: keep only what was said.
                         out.interrupted = True
-                    if content:
-                        pending.append({'role': 'assistant', 'content': content})
+                        pending.append({'role': 'assistant', 'content': interrupted_reply(
+                            ' '.join(sentences[round_start:]))})
                     break
                 if calls and not offer:
                     self.log.warning(f'model asked for tools after {self.max_tool_rounds} '
@@ -228,13 +235,16 @@ class Engine:
                     calls = []
                 if not calls:
                     pending.append({'role': 'assistant', 'content': content})
-                    self.sink.status('ok', f'LLM ok ({self.backend.name})')
+                    note = ('' if getattr(self.backend, 'tools_stream', True) else
+                            '; tool rounds not streamed: the server cannot stream tool calls')
+                    self.sink.status('ok', f'LLM ok ({self.backend.name}{note})')
                     break
                 pending.append({'role': 'assistant', 'content': content or None,
                                 'tool_calls': [c.as_message_entry() for c in calls]})
                 for c in calls:
                     self.sink.trace(turn, 'TOOL_GOAL', c.name)
-                results = self.tool_runner(turn, calls)
+                results = self._run_tools(turn, calls, persona, say, fillers,
+                                          lambda: sentences)
                 for c, r in zip(calls, results):
                     self.sink.trace(turn, 'TOOL_RESULT',
                                     f'{c.name}: ' + ('ok' if r.success else r.error)[:120])
@@ -254,7 +264,8 @@ class Engine:
             if pending[-1]['role'] == 'assistant' and not pending[-1].get('tool_calls'):
                 pending.pop()
             if sentences[round_start:]:
-                pending.append({'role': 'assistant', 'content': ' '.join(sentences[round_start:])})
+                pending.append({'role': 'assistant',
+                                'content': interrupted_reply(' '.join(sentences[round_start:]))})
         out.reply_text = ' '.join(sentences)
         self.sink.end(turn, len(sentences), out.interrupted, out.reply_text, pname)
         self.sink.trace(turn, 'REPLY_DONE',
@@ -264,10 +275,36 @@ class Engine:
         if out.fallback and not any(m['role'] == 'assistant' for m in pending):
             pending.append({'role': 'assistant', 'content': out.reply_text})
         try:
-            self.memory.add_exchange(pending)
+            self.memory.add_exchange(pending, key=(turn.conversation_id, turn.utterance_id))
         except Exception as exc:  # noqa: BLE001
             self.log.error(f'memory: {exc}')
         return out
+
+    def _run_tools(self, turn, calls, persona, say, fillers, sentences_said):
+        """Run the tools; if they keep the user waiting past ``filler_after_s`` (clock
+        time), say the persona's filler line once, so there is no dead air."""
+        if self.filler_after_s <= 0:
+            return self.tool_runner(turn, calls)
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def filler():
+            if self.clock.sleep_until(self.clock.now() + self.filler_after_s, done):
+                with lock:
+                    if not done.is_set() and not turn.cancel.is_set():
+                        line = getattr(persona, 'filler_line', '') or 'One moment.'
+                        self.sink.trace(turn, 'FILLER', ', '.join(c.name for c in calls))
+                        fillers.append(len(sentences_said()))
+                        say(line)
+
+        waiter = threading.Thread(target=filler, name='tool-filler', daemon=True)
+        waiter.start()
+        try:
+            return self.tool_runner(turn, calls)
+        finally:
+            with lock:
+                done.set()
+            waiter.join(1.0)
 
     def _request(self, turn, pending, tools, rnd, say, first_token):
         """One LLM request (with retries). Returns ``(content, calls, error)``."""

@@ -28,6 +28,7 @@ AMPLITUDE = 'voice/amplitude'                # droid_msgs/SpeechAmplitude, senso
 MUSIC_PLAY = 'music/play'                    # droid_msgs/action/PlayMusic
 MUSIC_STATE = 'music/state'                  # droid_msgs/MusicState, latched
 MUSIC_CONTROL = 'music/control'              # droid_msgs/srv/MusicControl
+PLAYBACK = 'audio/playback'                  # droid_msgs/AudioChunk: what tts/music play (16 kHz, stamped when heard); the echo reference
 
 # droid_eyes
 EYE_COMMAND = 'eyes/command'                 # droid_msgs/EyeCommand
