@@ -63,10 +63,10 @@ def _download(name: str, cache_dir: str, quiet: bool) -> str:
     except KeyboardInterrupt:
         progress.cancel()                  # stops at the next chunk, partial file removed
         t.join(5.0)
-        if t.is_alive():                   # blocked on the network: leave now; the
+        if t.is_alive() or models.downloads_running():   # blocked on the network: the
             sys.stdout.flush()
             print('\nfetch_models: interrupted', file=sys.stderr, flush=True)
-            os._exit(130)                  # partial file is cleaned by the next download
+            os._exit(130)                  # partial file is removed by the next download
         raise
     if 'error' in box:
         raise box['error']

@@ -37,6 +37,8 @@ ALLOW_PATTERNS = ['config.json', 'preprocessor_config.json', 'model.bin', 'token
 REQUIRED_FILES = ('model.bin', 'config.json', 'tokenizer.json')
 CHUNK_BYTES = 1 << 20             # progress step and resume point (huggingface_hub: 10 MiB)
 _REPO_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
+_active = [0]                     # downloads running in this process
+_active_lock = threading.Lock()
 
 
 class SttModelError(RuntimeError):
@@ -379,6 +381,15 @@ def _drop_abandoned_partials(repo_id: str, cache: str) -> None:
             pass                          # a download in progress (or not ours to remove)
 
 
+def downloads_running() -> int:
+    """Downloads running in this process. huggingface_hub's download threads are not
+    daemons: a process that must stop during one (Ctrl-C) cancels it and, if a thread is
+    still blocked on the network, leaves with ``os._exit`` (the partial file is removed by
+    the next download)."""
+    with _active_lock:
+        return _active[0]
+
+
 def download(name: str, cache_dir: str = '', progress: DownloadProgress | None = None,
              show: bool = False) -> str:
     """Download model ``name`` (size name or repo id) into the hub cache; its directory.
@@ -390,13 +401,6 @@ def download(name: str, cache_dir: str = '', progress: DownloadProgress | None =
     if repo is None:
         raise ModelNotFound(f"'{name}' is not a Whisper size name faster-whisper knows "
                             f"({', '.join(known_sizes())}) nor a hub repository id")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
     cache = hub_cache(cache_dir)
     ep = endpoint()
     progress = progress or DownloadProgress(name)
@@ -406,6 +410,24 @@ def download(name: str, cache_dir: str = '', progress: DownloadProgress | None =
                             'HF_HUB_OFFLINE is set (fetch it where there is network: '
                             f'ros2 run droid_audio fetch_models {name})')
     _hub_settings()
+    with _active_lock:
+        _active[0] += 1
+    try:
+        return _download(name, repo, cache, ep, progress, show)
+    finally:
+        with _active_lock:
+            _active[0] -= 1
+
+
+def _download(name: str, repo: str, cache: str, ep: str, progress: DownloadProgress,
+              show: bool) -> str:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     try:
         os.makedirs(cache, exist_ok=True)
         _drop_abandoned_partials(repo, cache)

@@ -14,6 +14,8 @@ retried with a growing pause while the network is down; then it works offline.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 from droid_common import names
@@ -34,7 +36,7 @@ from droid_common.ros import (
 from rclpy.node import Node
 
 from droid_audio.detectors import ModelError, SileroVad
-from droid_audio.models import DownloadError, DownloadProgress
+from droid_audio.models import DownloadError, DownloadProgress, downloads_running
 from droid_audio.msgs import chunk_samples
 from droid_audio.stt_engine import (
     GuardConfig,
@@ -300,6 +302,10 @@ class SttNode(Node):
 
 def main(args=None):
     run(SttNode, args=args)
+    if downloads_running():      # cancelled, but a download thread waits on the network:
+        sys.stdout.flush()       # leave now (its partial file is removed by the next one)
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == '__main__':
