@@ -56,6 +56,10 @@ def hub(model_dir, monkeypatch, tmp_path):
         monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf_home'))
         monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
         monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', False)
+        # safety net: huggingface_hub was imported before HF_ENDPOINT was set here, so its
+        # telemetry would go to the real hub (models turns it off; the fetch_models test
+        # checks that in a fresh process)
+        monkeypatch.setattr(hf_constants, 'HF_HUB_DISABLE_TELEMETRY', True)
         monkeypatch.setattr(models, 'CHUNK_BYTES', 64 * 1024)
         yield h
 
