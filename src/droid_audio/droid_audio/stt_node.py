@@ -129,6 +129,8 @@ class SttNode(Node):
         self.diag.set(WARN, f'downloading {name} 0%', model=name, repo=repo, cache=cache)
 
     def _on_progress(self, info) -> None:          # huggingface_hub's download threads
+        if not self.context.ok():                   # shutting down: nothing to report to
+            return
         mb = 1e6
         self.diag.set(WARN, f'downloading {info.name} {info.percent}%', model=info.name,
                       percent=str(info.percent), downloaded_mb=f'{info.done / mb:.1f}',
@@ -148,7 +150,7 @@ class SttNode(Node):
                 return resolve_model(self.model_name, self.cache_dir, self.allow_download,
                                      self._progress, on_download=self._on_download)
             except DownloadError as exc:
-                if self._stop.is_set():
+                if self._stop.is_set() or not self.context.ok():
                     return None
                 self.get_logger().error(f'{exc}; retrying in {delay:.0f} s')
                 self.diag.set(ERROR, f'download failed, retrying in {delay:.0f} s: {exc}',
