@@ -111,6 +111,18 @@ def watch_diagnostics(domain: int, seen: list, stop: threading.Event) -> None:
     rclpy.try_shutdown(context=ctx)
 
 
+def stop_launch(droid: Process) -> int:
+    """Ctrl-C to ros2 launch alone (it stops its nodes, each once); the process-group
+    fallbacks of Process.stop only if it does not finish."""
+    import signal
+    import subprocess
+    try:
+        os.kill(droid.proc.pid, signal.SIGINT)
+        return droid.proc.wait(timeout=60.0)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        return droid.stop(timeout=10.0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--rate', type=float, default=8e6, help='hub bytes/s (0 = unlimited)')
@@ -153,7 +165,7 @@ def main() -> int:
             finally:
                 mic.stop.set()
                 stop_watch.set()
-                rc = droid.stop(timeout=20.0)
+                rc = stop_launch(droid)
         log = Path(log_path).read_text(errors='replace')
         if a.keep_log:
             Path(a.keep_log).write_text(log)
@@ -183,10 +195,13 @@ def main() -> int:
     if 'load0' in stamps and 'load1' in stamps:
         out['load_s'] = round(stamps['load1'] - stamps['load0'], 2)
     out['percent_logged'] = [int(p) for p in re.findall(r'downloading tiny\.en: (\d+)%', log)]
-    out['percent_on_diagnostics'] = diag_pct
+    out['percent_on_diagnostics'] = {
+        'count': len(diag_pct), 'first': diag_pct[0] if diag_pct else None,
+        'last': diag_pct[-1] if diag_pct else None, 'monotone': diag_pct == sorted(diag_pct)}
+    out['tracebacks_in_log'] = log.count('Traceback')
     m = re.search(r"utterance 1: (['\"])(.*?)\1", log)
     out['transcript'] = m.group(2) if m else None
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out))
     return 0 if out['transcript'] is not None and out.get('download_s') is not None else 1
 
 
