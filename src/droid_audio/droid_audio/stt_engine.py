@@ -1,6 +1,6 @@
-"""Speech-to-text without rclpy: faster-whisper model resolution (never downloads),
-loading, a guarded transcribe, and the per-utterance buffers that decide when a partial
-or the final transcription is due.
+"""Speech-to-text without rclpy: faster-whisper loading (the model directory comes from
+:func:`droid_audio.models.resolve_model`), a guarded transcribe, and the per-utterance
+buffers that decide when a partial or the final transcription is due.
 
 Hallucination guard (see :class:`WhisperEngine`):
 
@@ -19,58 +19,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from droid_common.audio import MIC_RATE
 
-SIZE_NAMES = ('tiny', 'tiny.en', 'base', 'base.en', 'small', 'small.en', 'distil-small.en',
-              'medium', 'medium.en', 'distil-medium.en', 'large-v1', 'large-v2', 'large-v3',
-              'large', 'distil-large-v2', 'distil-large-v3', 'large-v3-turbo', 'turbo')
-
-
-class SttModelError(RuntimeError):
-    """The Whisper model is missing or cannot be loaded (message is user-facing)."""
-
-
-def _is_model_dir(path: Path) -> bool:
-    return (path / 'model.bin').is_file() and (path / 'config.json').is_file()
-
-
-def resolve_model(model: str, cache_dir: str = '') -> str:
-    """Local directory of a CTranslate2 Whisper model; never downloads.
-
-    ``model`` is a directory path, or a size name (``tiny``, ``base.en``, ...) looked up
-    in ``cache_dir`` as ``<cache_dir>/<name>``, ``<cache_dir>/faster-whisper-<name>``, or
-    a Hugging Face hub cache (``models--Systran--faster-whisper-<name>/snapshots/*``).
-    """
-    model = (model or '').strip()
-    if not model:
-        raise SttModelError('no Whisper model configured (parameter model)')
-    path = Path(os.path.expanduser(model))
-    if path.is_dir():
-        if not _is_model_dir(path):
-            raise SttModelError(f'{path} is not a CTranslate2 Whisper model directory '
-                                '(model.bin and config.json missing)')
-        return str(path)
-    if os.sep in model or model.startswith('.'):
-        raise SttModelError(f'Whisper model directory not found: {model}')
-    if not cache_dir:
-        raise SttModelError(
-            f"Whisper model '{model}' is not a local directory and no model_cache_dir is set "
-            '(models are never downloaded at run time: convert or copy one and give its path)')
-    cache = Path(os.path.expanduser(cache_dir))
-    candidates = [cache / model, cache / f'faster-whisper-{model}']
-    for repo in cache.glob(f'models--*--faster-whisper-{model}'):
-        snaps = sorted((repo / 'snapshots').glob('*'), key=lambda p: p.stat().st_mtime,
-                       reverse=True)
-        candidates += snaps
-    for c in candidates:
-        if c.is_dir() and _is_model_dir(c):
-            return str(c)
-    hint = '' if model in SIZE_NAMES else f" ('{model}' is not a known size name either)"
-    raise SttModelError(f"Whisper model '{model}' not found in model_cache_dir {cache}{hint}; "
-                        'models are never downloaded at run time')
+# Model resolution and download live in droid_audio.models (re-exported here).
+from droid_audio.models import SttModelError, resolve_model  # noqa: F401
 
 
 def strip_phrases(text: str, phrases) -> str:
@@ -127,7 +81,6 @@ class WhisperEngine:
 
     def load(self, warm_up: bool = True) -> float:
         """Load the model (seconds taken). Raises :class:`SttModelError`."""
-        os.environ.setdefault('HF_HUB_OFFLINE', '1')
         t0 = time.monotonic()
         try:
             from faster_whisper import WhisperModel

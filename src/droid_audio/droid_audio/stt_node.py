@@ -7,11 +7,15 @@ free); at ENDED one final; CANCELLED publishes nothing. Results go to
 ids and audio_start/audio_end; ``trace`` gets STAGE_PARTIAL (first partial) and
 STAGE_FINAL_TRANSCRIPT. The model loads once, in a background thread, with progress
 logged; a missing or corrupt model is an ERROR on /diagnostics (no stack trace) and the
-node stays up. Models are never downloaded (see :func:`droid_audio.stt_engine.resolve_model`).
+node stays up. A size name that is not cached is downloaded first when ``allow_download``
+(:func:`droid_audio.models.resolve_model`): "downloading N%" in the log and on /diagnostics,
+retried with a growing pause while the network is down; then it works offline.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 from droid_common import names
@@ -32,6 +36,7 @@ from droid_common.ros import (
 from rclpy.node import Node
 
 from droid_audio.detectors import ModelError, SileroVad
+from droid_audio.models import DownloadError, DownloadProgress, downloads_running
 from droid_audio.msgs import chunk_samples
 from droid_audio.stt_engine import (
     GuardConfig,
@@ -50,12 +55,17 @@ class SttNode(Node):
     def __init__(self, **kwargs):
         super().__init__('stt', **kwargs)
         g = GuardConfig()
-        self.model_name = declare(self, 'model', 'base.en', 'Whisper model: a local '
-                                  'CTranslate2 model directory, or a size name (tiny.en, '
-                                  'base.en, ...) found in model_cache_dir', read_only=True)
-        self.cache_dir = declare(self, 'model_cache_dir', '', 'Local directory holding '
-                                 'converted models by size name (never downloaded)',
+        self.model_name = declare(self, 'model', 'tiny.en', 'Whisper model: a local '
+                                  'CTranslate2 model directory, or a faster-whisper size '
+                                  'name (tiny.en, base.en, small.en, distil-small.en, ...) '
+                                  'looked up in the cache, downloaded once if allowed',
+                                  read_only=True)
+        self.cache_dir = declare(self, 'model_cache_dir', '', "Model cache directory ('' = "
+                                 'the Hugging Face cache, ~/.cache/huggingface/hub)',
                                  read_only=True)
+        self.allow_download = declare(self, 'allow_download', True, 'Download a size name '
+                                      'that is not cached (HF_ENDPOINT, HF_HUB_OFFLINE '
+                                      'honoured); false = error instead', read_only=True)
         self.compute_type = declare(self, 'compute_type', 'int8', 'CTranslate2 compute type',
                                     read_only=True, choices=['int8', 'int8_float32', 'int16',
                                                              'float32', 'default'])
@@ -103,15 +113,62 @@ class SttNode(Node):
         self._guard, self._vad = guard, vad
         self._stop = threading.Event()
         self._warned_not_ready = False
+        self._progress = None           # DownloadProgress while a download runs
+        self._downloaded = False
+        self._logged_step = -1
         self.diag.set(WARN, 'loading model', model=self.model_name)
         self._worker = threading.Thread(target=self._work, name='stt-worker', daemon=True)
         self._worker.start()
 
     # ---- model ----------------------------------------------------------------------------------
 
+    def _on_download(self, name: str, repo: str, cache: str) -> None:
+        self._downloaded = True
+        self.get_logger().info(f"Whisper model '{name}' is not cached: downloading {repo} "
+                               f'into {cache} (once; progress below and on /diagnostics)')
+        self.diag.set(WARN, f'downloading {name} 0%', model=name, repo=repo, cache=cache)
+
+    def _on_progress(self, info) -> None:          # huggingface_hub's download threads
+        if not self.context.ok():                   # shutting down: nothing to report to
+            return
+        mb = 1e6
+        self.diag.set(WARN, f'downloading {info.name} {info.percent}%', model=info.name,
+                      percent=str(info.percent), downloaded_mb=f'{info.done / mb:.1f}',
+                      total_mb=f'{info.total / mb:.1f}')
+        step = info.percent // 10
+        if step > self._logged_step:
+            self._logged_step = step
+            self.get_logger().info(f'downloading {info}')
+
+    def _resolve(self):
+        """The model's directory, downloaded first if needed; retried while the download
+        fails (network down, hub unreachable). None when shutting down."""
+        delay = 15.0
+        while not self._stop.is_set():
+            self._progress = DownloadProgress(self.model_name, self._on_progress)
+            try:
+                return resolve_model(self.model_name, self.cache_dir, self.allow_download,
+                                     self._progress, on_download=self._on_download)
+            except DownloadError as exc:
+                if self._stop.is_set() or not self.context.ok():
+                    return None
+                self.get_logger().error(f'{exc}; retrying in {delay:.0f} s')
+                self.diag.set(ERROR, f'download failed, retrying in {delay:.0f} s: {exc}',
+                              model=self.model_name)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 600.0)
+            finally:
+                self._progress = None
+        return None
+
     def _load(self) -> bool:
         try:
-            path = resolve_model(self.model_name, self.cache_dir)
+            path = self._resolve()
+            if path is None:
+                return False
+            if self._downloaded:
+                self.get_logger().info(f'downloaded {self.model_name} to {path}')
+            self.diag.set(WARN, 'loading model', model=path)
             self.get_logger().info(f'loading Whisper model {path} ({self.compute_type}, '
                                    f'{self.cpu_threads} threads) ...')
             engine = WhisperEngine(path, self.compute_type, self.cpu_threads, self.language,
@@ -145,6 +202,8 @@ class SttNode(Node):
 
     def _work(self) -> None:
         if not self._load():
+            if self._stop.is_set():
+                return
             # Keep draining so buffers do not grow; say why nothing is transcribed.
             while not self._stop.is_set():
                 job = self.buffers.next_job(timeout=0.5)
@@ -154,6 +213,13 @@ class SttNode(Node):
                         f'{job.buffer.utterance_id} not transcribed: no Whisper model',
                         throttle_duration_sec=10.0)
             return
+        if self._downloaded:           # what was said during the download is stale now
+            while (job := self.buffers.next_job(timeout=0)) is not None:
+                if job.kind == 'final':
+                    self.get_logger().info(
+                        f'{log_prefix(job.buffer.conversation_id)}utterance '
+                        f'{job.buffer.utterance_id} dropped: it ended while the model was '
+                        'downloading')
         while not self._stop.is_set():
             job = self.buffers.next_job(timeout=0.5)
             if job is None:
@@ -229,12 +295,19 @@ class SttNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        progress = self._progress
+        if progress is not None:
+            progress.cancel()            # the download stops at its next chunk
         self.buffers.close()
         self._worker.join(timeout=5.0)
 
 
 def main(args=None):
     run(SttNode, args=args)
+    if downloads_running():      # cancelled, but a download thread waits on the network:
+        sys.stdout.flush()       # leave now (its partial file is removed by the next one)
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,6 @@ from droid_audio.stt_engine import (
     SttModelError,
     UtteranceBuffers,
     WhisperEngine,
-    resolve_model,
     strip_phrases,
 )
 from droid_audio.tiny_whisper import SHAPES, build_model, vocabulary
@@ -111,26 +110,6 @@ def test_strip_phrases():
     assert strip_phrases('hey, jarvis! lights', ['hey jarvis']) == 'lights'
     assert strip_phrases('Jarvisland is far', ['jarvis']) == 'Jarvisland is far'
     assert strip_phrases('play music', ['hey jarvis']) == 'play music'
-
-
-def test_resolve_model_never_downloads(model_dir, tmp_path):
-    assert resolve_model(model_dir) == model_dir
-    with pytest.raises(SttModelError, match='no model_cache_dir'):
-        resolve_model('tiny.en')
-    with pytest.raises(SttModelError, match='not found in model_cache_dir'):
-        resolve_model('tiny.en', str(tmp_path))
-    with pytest.raises(SttModelError, match='directory not found'):
-        resolve_model(str(tmp_path / 'missing'))
-    (tmp_path / 'empty').mkdir()
-    with pytest.raises(SttModelError, match='not a CTranslate2 Whisper model'):
-        resolve_model(str(tmp_path / 'empty'))
-    # a plain cache dir by size name ...
-    shutil.copytree(model_dir, tmp_path / 'cache' / 'tiny.en')
-    assert resolve_model('tiny.en', str(tmp_path / 'cache')) == str(tmp_path / 'cache' / 'tiny.en')
-    # ... or a Hugging Face hub cache layout
-    snap = tmp_path / 'hub' / 'models--Systran--faster-whisper-base.en' / 'snapshots' / 'abc123'
-    shutil.copytree(model_dir, snap)
-    assert resolve_model('base.en', str(tmp_path / 'hub')) == str(snap)
 
 
 def test_corrupt_or_incomplete_model_is_a_clear_error(model_dir, tmp_path):
