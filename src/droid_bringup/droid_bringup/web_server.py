@@ -142,6 +142,7 @@ class WebServer:
         self._thread = None
         self._ready = threading.Event()
         self._error = None
+        self._stopping = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> 'WebServer':
@@ -160,41 +161,39 @@ class WebServer:
     def _run(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
-        ws_log = logging.getLogger('websockets.server')
-        ws_log.setLevel(logging.CRITICAL)     # refused handshakes are ours to report
         try:
-            self._server = self._loop.run_until_complete(serve(
-                self._client, self.host, self.port, process_request=self._process_request,
-                max_size=self.max_message_bytes, compression=None, logger=ws_log,
-                ping_interval=10, ping_timeout=20))
-        except OSError as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop.run_until_complete(self._server.serve_forever())
-        except asyncio.CancelledError:
-            pass
+            self._loop.run_until_complete(self._main())
+        except Exception as exc:        # noqa: BLE001 - reported to start() or logged
+            if not self._ready.is_set():
+                self._error = exc
+                self._ready.set()
+            else:
+                self.log.error(f'web server stopped: {exc}')
         finally:
             self._loop.close()
 
+    async def _main(self) -> None:
+        ws_log = logging.getLogger('websockets.server')
+        ws_log.setLevel(logging.CRITICAL)     # refused handshakes are ours to report
+        self._stopping = asyncio.Event()
+        self._server = await serve(
+            self._client, self.host, self.port, process_request=self._process_request,
+            max_size=self.max_message_bytes, compression=None, logger=ws_log,
+            ping_interval=10, ping_timeout=20)
+        self._ready.set()
+        await self._stopping.wait()
+        self._server.close()
+        await self._server.wait_closed()
+
     def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is None or self._server is None or self._thread is None:
+        """Close every client (1001 going away) and the listening socket."""
+        if self._thread is None:
             return
-        server, loop = self._server, self._loop
-
-        async def shutdown():
-            server.close()
-            await server.wait_closed()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout)
-        except Exception:       # noqa: BLE001 - best effort at shutdown
-            pass
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:
+                pass
         self._thread.join(timeout)
         self._thread = None
 
