@@ -5,6 +5,8 @@ sensor-data QoS, stamped with the capture time of their first sample (node clock
 PortAudio callback only copies into a bounded queue; a publisher thread converts,
 stamps and publishes. No device or a lost device: a clear log line, ERROR on
 /diagnostics, a retry every ``retry_s``; back to OK by itself once it works.
+``muted`` (settable at run time, e.g. by the web dashboard) publishes silence instead of
+what the microphone hears, keeping the stream's timing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from droid_common.ros import (
     now_sec,
     run,
 )
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 
 from droid_audio.framing import CaptureTimeline, FrameAssembler
@@ -55,10 +58,16 @@ class MicrophoneNode(Node):
                                        'long = device lost, reopen (0 = never)',
                                        min_value=0.0, max_value=60.0)
         self.frame_id = declare(self, 'frame_id', '', "header.frame_id ('' = device name)")
+        self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
+                             "microphone hears (the dashboard's mute button); settable at "
+                             'run time')
         self.block = round(self.rate * self.block_ms / 1000.0)
 
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.muted:
+            self.diag.set(WARN, 'muted: publishing silence', component='mute')
         self.diag.set(WARN, 'opening input device', device=self.device or 'default')
         self._seq = 0
         self._stop = threading.Event()
@@ -125,13 +134,25 @@ class MicrophoneNode(Node):
         samples = block.samples
         t = timeline.stamp(t_capture, len(samples))
         for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
-            self.pub.publish(audio_chunk(frame.samples, frame.t, self._seq, self.rate,
+            out = frame.samples * 0 if self.muted else frame.samples
+            self.pub.publish(audio_chunk(out, frame.t, self._seq, self.rate,
                                          self.frame_id or cap.name))
             self._seq += 1
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=3.0)
+
+
+    def _on_set_parameters(self, params):
+        for param in params:
+            if param.name == 'muted':
+                self.muted = bool(param.value)
+                self.get_logger().info('muted: publishing silence' if self.muted
+                                       else 'unmuted')
+                self.diag.set(WARN if self.muted else OK, 'muted: publishing silence'
+                              if self.muted else 'listening', component='mute')
+        return SetParametersResult(successful=True)
 
 
 def main(args=None):

@@ -55,7 +55,6 @@ from droid_eyes import render
 from droid_msgs.msg import EyeState, SpeechAmplitude
 
 TOKEN_ENV = 'DROID_DASHBOARD_TOKEN'
-EYE_IMAGE = 'eyes/image'
 _LEVELS = {'info': 0, 'warning': 1, 'error': 2, 'none': 3}
 _RELIABILITY = {ReliabilityPolicy.BEST_EFFORT: 'best_effort'}
 _DURABILITY = {DurabilityPolicy.TRANSIENT_LOCAL: 'transient_local'}
@@ -215,7 +214,7 @@ class WebBridgeNode(Node):
         self._stop = threading.Event()
         self._eye_thread = None
         if self.eyes_fps > 0:
-            self.eye_pub = self.create_publisher(Image, EYE_IMAGE, LATCHED_QOS)
+            self.eye_pub = self.create_publisher(Image, names.EYE_IMAGE, LATCHED_QOS)
             self.create_subscription(EyeState, names.EYE_STATE, self._on_eye_state,
                                      LATCHED_QOS)
             self.create_subscription(SpeechAmplitude, names.AMPLITUDE, self._on_amplitude,
@@ -258,7 +257,6 @@ class WebBridgeNode(Node):
         resolve = functools.partial(wp.resolve_name, namespace=self.namespace)
         all_names = {k: v for k, v in vars(names).items() if k.isupper() and
                      isinstance(v, str)}
-        all_names['EYE_IMAGE'] = EYE_IMAGE
         return {
             'rosbridge_port': self.rosbridge_port,
             'namespace': self.namespace,
@@ -285,12 +283,12 @@ class WebBridgeNode(Node):
         }
 
     # ---- websocket side (server thread): never touches ROS ------------------------------
-    def open(self, conn) -> None:
+    def on_open(self, conn) -> None:
         conn.state = ClientState()
         if len(self.server.connections) > self.max_clients:
             conn.close(1013, 'too many dashboard clients')
 
-    def message(self, conn, text) -> None:
+    def on_message(self, conn, text) -> None:
         try:
             req = wp.parse(text)
         except wp.ProtocolError as exc:
@@ -301,7 +299,7 @@ class WebBridgeNode(Node):
             return
         self._enqueue((conn, req))
 
-    def close(self, conn) -> None:
+    def on_close(self, conn) -> None:
         self._enqueue((conn, {'op': '_close', 'id': None}))
 
     def _enqueue(self, item) -> None:

@@ -116,8 +116,8 @@ class Connection:
 class WebServer:
     """Serve ``static_dir`` and the rosbridge websocket on ``host``:``port``.
 
-    ``handler`` has ``open(conn)``, ``message(conn, text)`` (called on the server thread:
-    must not block) and ``close(conn)``; ``config()`` returns the dict served as
+    ``handler`` has ``on_open(conn)``, ``on_message(conn, text)`` (called on the server
+    thread: must not block) and ``on_close(conn)``; ``config()`` returns the dict served as
     ``/config.json``.
     """
 
@@ -262,9 +262,9 @@ class WebServer:
         self.connections.add(conn)
         sender = asyncio.ensure_future(conn.sender())
         try:
-            self.handler.open(conn)
+            self.handler.on_open(conn)
             async for text in ws:
-                self.handler.message(conn, text)
+                self.handler.on_message(conn, text)
                 if sender.done():
                     break
         except ConnectionClosed:
@@ -274,6 +274,6 @@ class WebServer:
             sender.cancel()
             self.connections.discard(conn)
             try:
-                self.handler.close(conn)
+                self.handler.on_close(conn)
             except Exception as exc:     # noqa: BLE001 - never kill the loop
                 self.log.error(f'closing a client failed: {exc}')

@@ -29,11 +29,11 @@ class Echo:
         self.opened = threading.Event()
         self.conns = []
 
-    def open(self, conn):
+    def on_open(self, conn):
         self.conns.append(conn)
         self.opened.set()
 
-    def message(self, conn, text):
+    def on_message(self, conn, text):
         try:
             req = wp.parse(text)
         except wp.ProtocolError as exc:
@@ -41,7 +41,7 @@ class Echo:
             return
         conn.send_control(wp.status('info', f"got {req['op']}", req['id']))
 
-    def close(self, conn):
+    def on_close(self, conn):
         pass
 
 
@@ -182,9 +182,9 @@ SERVER_SCRIPT = textwrap.dedent('''
     from droid_bringup import web_protocol as wp
     from droid_bringup.web_server import WebServer
     class H:
-        def open(self, conn): pass
-        def message(self, conn, text): conn.send_control(wp.status('info', 'pong'))
-        def close(self, conn): pass
+        def on_open(self, conn): pass
+        def on_message(self, conn, text): conn.send_control(wp.status('info', 'pong'))
+        def on_close(self, conn): pass
     host, problem = wp.bind_plan(sys.argv[1], os.environ.get('DROID_DASHBOARD_TOKEN'))
     server = WebServer(host, 9090, H(), sys.argv[2],
                        token=os.environ.get('DROID_DASHBOARD_TOKEN')).start()
