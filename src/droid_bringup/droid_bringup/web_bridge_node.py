@@ -202,7 +202,7 @@ class WebBridgeNode(Node):
         self._action_clients: dict = {}
         self._waiting: list = []        # calls / goals whose server is not there yet
         self._inflight: list = []       # service calls sent, for their timeout
-        self._clients: set = set()
+        self._closing = False
         self._dropped_reported = 0
         self.create_timer(0.1, self._poll_waiting)
         self.create_timer(1.0, self._housekeeping)
@@ -300,6 +300,8 @@ class WebBridgeNode(Node):
         self._enqueue((conn, req))
 
     def on_close(self, conn) -> None:
+        if self._closing:
+            return
         self._enqueue((conn, {'op': '_close', 'id': None}))
 
     def _enqueue(self, item) -> None:
@@ -708,6 +710,7 @@ class WebBridgeNode(Node):
                 return
 
     def close(self) -> None:
+        self._closing = True
         self._stop.set()
         if self._eye_thread is not None:
             self._eye_thread.join(2.0)

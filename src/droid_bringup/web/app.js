@@ -270,12 +270,11 @@ $('say-form').addEventListener('submit', (e) => {
   const cid = newId();
   const now = stampNow();
   ros.publish(T.TRANSCRIPTION.name, T.TRANSCRIPTION.type, {
-    header: { stamp: now, frame_id: '' }, conversation_id: cid, utterance_id: 1, text,
+    conversation_id: cid, utterance_id: 1, text,          // header: stamped by the bridge
     is_final: true, confidence: 1.0, language: 'en', audio_start: now, audio_end: now,
     source: 'dashboard' });
   ros.publish(T.TRACE.name, T.TRACE.type, {
-    header: { stamp: now, frame_id: '' }, conversation_id: cid, utterance_id: 1,
-    stage: C.TraceStage.final_transcript, input_stamp: now, node: 'dashboard', detail: 'dashboard' });
+    conversation_id: cid, utterance_id: 1, stage: C.TraceStage.final_transcript, input_stamp: now, node: 'dashboard', detail: 'dashboard' });
   $('say-text').value = '';
 });
 
