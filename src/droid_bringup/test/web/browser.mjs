@@ -22,8 +22,17 @@ const handlers = {
   fill: (c) => page.fill(c.selector, c.value),
   click: (c) => page.click(c.selector),
   select: (c) => page.selectOption(c.selector, c.value),
-  wait: (c) => page.waitForFunction(c.js, null, { timeout: c.timeout || 30000 })
-    .then((h) => h.jsonValue()),
+  // polled from here: page.waitForFunction would eval() inside the page, which the
+  // dashboard's Content-Security-Policy (rightly) forbids
+  wait: async (c) => {
+    const deadline = Date.now() + (c.timeout || 30000);
+    for (;;) {
+      const value = await page.evaluate(c.js).catch((e) => { throw e; });
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`timeout waiting for: ${c.js}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  },
   eval: (c) => page.evaluate(c.js),
   screenshot: (c) => page.screenshot({ path: c.path, fullPage: !!c.fullPage }).then(() => c.path),
   errors: () => errors.splice(0),
