@@ -20,6 +20,7 @@ summary_line() {  # colcon test-result output -> "N passed, N failed, N skipped"
 
 if [ -n "$ROS_SETUP" ]; then
   say "ROS 2 found ($ROS_SETUP): colcon build + colcon test"
+  install_dashboard_test_deps
   export PYTHONDONTWRITEBYTECODE=1
   export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((20 + RANDOM % 80))}"
   trap 'ros2 daemon stop >/dev/null 2>&1 || true' EXIT

@@ -70,3 +70,40 @@ if [ -n "$ROS_SETUP" ]; then
   export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
   export CYCLONEDDS_URI="${CYCLONEDDS_URI:-<CycloneDDS><Domain><General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces></General></Domain></CycloneDDS>}"
 fi
+
+# ---- the web dashboard's browser tests (run_tests.sh with ROS 2 calls this) ----------
+# Debian chromium (driven by Playwright through playwright-core) and the npm packages of
+# src/droid_bringup/test/web/package-lock.json, installed with `npm ci` into a cache keyed
+# by the lock file (never into the source tree). Sets DROID_NODE_MODULES. Whatever cannot be
+# installed makes those tests skip with the reason; nothing else depends on it.
+install_dashboard_test_deps() {
+  if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing Debian package: chromium (the dashboard's browser test)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+        >/dev/null || echo "note: could not install chromium; the browser test will skip" >&2
+    else
+      echo "note: chromium missing (sudo apt-get install chromium); the browser test will skip" >&2
+    fi
+  fi
+  if ! command -v npm >/dev/null; then
+    echo "note: node/npm missing; the roslib and browser tests of the dashboard will skip" >&2
+    return 0
+  fi
+  local web="$ROOT/src/droid_bringup/test/web" nhash dir
+  nhash=$(cat "$web/package.json" "$web/package-lock.json" | sha256sum | cut -c1-12)
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/droid/node-$nhash"
+  if [ ! -f "$dir/.complete" ]; then
+    say "installing the dashboard's test npm packages into $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$web/package.json" "$web/package-lock.json" "$dir/"
+    if (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null); then
+      touch "$dir/.complete"
+    else
+      echo "note: npm ci failed; the roslib and browser tests of the dashboard will skip" >&2
+    fi
+  fi
+  [ -f "$dir/.complete" ] && export DROID_NODE_MODULES="$dir/node_modules"
+  return 0
+}

@@ -10,6 +10,9 @@ Echo cancellation (``echo_cancel``): what the tts and music play arrives on
 ``audio/playback``; WebRTC AEC removes it from the captured audio before it is published
 (:mod:`droid_audio.aec`), so the droid does not hear itself through a real speaker. The
 listener's self-hearing guard stays as the backstop.
+
+``muted`` (settable at run time, e.g. by the web dashboard) publishes silence instead of
+what the microphone hears, keeping the stream's timing.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from droid_common.ros import (
     run,
     to_sec,
 )
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 
 from droid_audio.aec import EchoCanceller, ReferenceBuffer
@@ -72,6 +76,9 @@ class MicrophoneNode(Node):
         self.aec_delay_ms = declare(self, 'aec_delay_ms', 0, 'Hint of the speaker-to-microphone '
                                     'delay beyond the stamps [ms]; AEC3 estimates the rest',
                                     min_value=0, max_value=500, read_only=True)
+        self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
+                             "microphone hears (the dashboard's mute button); settable at "
+                             'run time')
         self.block = round(self.rate * self.block_ms / 1000.0)
 
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
@@ -92,6 +99,9 @@ class MicrophoneNode(Node):
                 self.diag.set(WARN, f'{self.aec.error}; self-hearing guard only',
                               component='echo')
                 self.aec = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.muted:
+            self.diag.set(WARN, 'muted: publishing silence', component='mute')
         self.diag.set(WARN, 'opening input device', device=self.device or 'default')
         self._seq = 0
         self._stop = threading.Event()
@@ -162,10 +172,12 @@ class MicrophoneNode(Node):
         samples = block.samples
         t = timeline.stamp(t_capture, len(samples))
         for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
-            samples = frame.samples
+            out = frame.samples
             if self.aec is not None and self.rate == 16000:
-                samples = self.aec.process(samples, frame.t)
-            self.pub.publish(audio_chunk(samples, frame.t, self._seq, self.rate,
+                out = self.aec.process(out, frame.t)
+            if self.muted:
+                out = out * 0
+            self.pub.publish(audio_chunk(out, frame.t, self._seq, self.rate,
                                          self.frame_id or cap.name))
             self._seq += 1
 
@@ -176,6 +188,17 @@ class MicrophoneNode(Node):
             self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
                                    f'{self.aec.resyncs} re-alignments, reference '
                                    f'{self.reference.blocks} blocks')
+
+
+    def _on_set_parameters(self, params):
+        for param in params:
+            if param.name == 'muted':
+                self.muted = bool(param.value)
+                self.get_logger().info('muted: publishing silence' if self.muted
+                                       else 'unmuted')
+                self.diag.set(WARN if self.muted else OK, 'muted: publishing silence'
+                              if self.muted else 'listening', component='mute')
+        return SetParametersResult(successful=True)
 
 
 def main(args=None):

@@ -29,6 +29,7 @@ NODES = {
     'eyes': ['droid_eyes/droid_eyes/eyes_node.py', 'droid_eyes/droid_eyes/eyes_common.py'],
     'eyes (mock)': ['droid_eyes/droid_eyes/mock_eyes_node.py',
                     'droid_eyes/droid_eyes/eyes_common.py'],
+    'web_bridge': ['droid_bringup/droid_bringup/web_bridge_node.py'],
 }
 
 

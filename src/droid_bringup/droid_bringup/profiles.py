@@ -7,6 +7,9 @@ without ROS.
 Parameters are layered: the profile's YAML file (``config/<profile>.yaml``), then the
 user's ``params_file`` (only what it overrides), then the per-part launch overrides
 (``stt:=``, ``llm:=``, ``tts:=``, ``eyes_port:=``).
+
+``dashboard:=true|false`` adds the web dashboard (:func:`dashboard_specs`; on by default in
+the mock profile only); its ``web_bridge`` parameters come from the ``params_file``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from pathlib import Path
 
 import yaml
 
+from droid_bringup.web_protocol import is_loopback
+
 PROFILES = ('real', 'mock')
 STT_BACKENDS = ('whisper', 'mock')
 LLM_BACKENDS = ('openai', 'mock')
 TTS_BACKENDS = ('elevenlabs', 'espeak', 'mock')
+DASHBOARD_DEFAULT = {'real': False, 'mock': True}
 
 
 @dataclass(frozen=True)
@@ -95,12 +101,42 @@ def _check(name: str, value: str, choices) -> None:
         raise ProfileError(f"launch argument {name}:={value!r} must be one of {', '.join(choices)}")
 
 
+def dashboard_on(profile: str, dashboard: str) -> bool:
+    """``dashboard:=`` -> whether to start the web dashboard ('' = the profile's default)."""
+    value = dashboard.strip().lower()
+    if not value:
+        return DASHBOARD_DEFAULT.get(profile, False)
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise ProfileError(f'launch argument dashboard:={dashboard!r} must be true or false')
+
+
+def dashboard_specs(web_params: dict, rosbridge_installed: bool = False) -> list:
+    """The dashboard's nodes. Our ``web_bridge`` serves the page and speaks rosbridge on
+    ``port``. Where ``rosbridge_suite`` is installed and the dashboard stays on this machine,
+    its ``rosbridge_websocket`` takes ``port`` and ``web_bridge`` serves the page one port
+    up (rosbridge_suite has no access token: off this machine, ours is used)."""
+    web = dict(web_params)
+    host = str(web.get('host', '127.0.0.1'))
+    port = int(web.get('port', 9090))
+    if rosbridge_installed and is_loopback(host) and port and not web.get('rosbridge_port'):
+        return [NodeSpec('rosbridge_server', 'rosbridge_websocket', 'rosbridge_websocket',
+                         {'address': host, 'port': port}),
+                NodeSpec('droid_bringup', 'web_bridge', 'web_bridge',
+                         dict(web, port=port + 1, rosbridge_port=port))]
+    return [NodeSpec('droid_bringup', 'web_bridge', 'web_bridge', web)]
+
+
 def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str = '',
-         llm: str = '', tts: str = '', eyes_port: str = '', disable: str = '') -> list:
+         llm: str = '', tts: str = '', eyes_port: str = '', disable: str = '',
+         dashboard: str = '', rosbridge_installed: bool = False) -> list:
     """The nodes to start for ``profile`` with their merged parameters.
 
     ``disable`` is a comma-separated list of node names not to start (e.g. ``microphone``
-    when a bag replay feeds the audio).
+    when a bag replay feeds the audio). ``dashboard`` ('' / true / false) adds the web
+    dashboard's nodes.
     """
     _check('profile', profile, PROFILES)
     if not profile:
@@ -108,6 +144,7 @@ def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str =
     _check('stt', stt, STT_BACKENDS)
     _check('llm', llm, LLM_BACKENDS)
     _check('tts', tts, TTS_BACKENDS)
+    with_dashboard = dashboard_on(profile, dashboard)
     params = load_params(Path(config_dir) / f'{profile}.yaml')
     if params_file:
         params = _merge(params, load_params(params_file))
@@ -136,4 +173,6 @@ def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str =
                 node_params['port'] = eyes_port
         specs.append(NodeSpec(part.package, executable, part.name, node_params,
                               respawn=part.hardware and profile == 'real'))
+    if with_dashboard:
+        specs.extend(dashboard_specs(params.get('web_bridge', {}), rosbridge_installed))
     return specs

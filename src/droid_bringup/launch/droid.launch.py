@@ -9,7 +9,7 @@ The node list and parameter layering live in droid_bringup.profiles (plain Pytho
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, GroupAction, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
@@ -34,7 +34,17 @@ ARGUMENTS = [
      "(empty = profile's)."),
     ('disable', '', 'Comma-separated node names not to start, e.g. microphone,eyes.'),
     ('log_level', 'info', 'Log level of every node: debug | info | warn | error.'),
+    ('dashboard', '', 'Web dashboard on http://localhost:9090/ (rosbridge websocket + page): '
+     "true | false (empty = profile's: true in mock, false in real)."),
 ]
+
+
+def _installed(package: str) -> bool:
+    try:
+        get_package_share_directory(package)
+        return True
+    except PackageNotFoundError:
+        return False
 
 
 def _nodes(context):
@@ -42,7 +52,8 @@ def _nodes(context):
     config_dir = os.path.join(get_package_share_directory('droid_bringup'), 'config')
     specs = plan(get('profile'), config_dir, params_file=get('params_file'), stt=get('stt'),
                  llm=get('llm'), tts=get('tts'), eyes_port=get('eyes_port'),
-                 disable=get('disable'))
+                 disable=get('disable'), dashboard=get('dashboard'),
+                 rosbridge_installed=_installed('rosbridge_server'))
     actions = [LogInfo(msg=f"droid profile '{get('profile')}': "
                        + ', '.join(f'{s.name}={s.package}/{s.executable}' for s in specs))]
     for spec in specs:

@@ -34,6 +34,7 @@ PLAYBACK = 'audio/playback'                  # droid_msgs/AudioChunk: what tts/m
 EYE_COMMAND = 'eyes/command'                 # droid_msgs/EyeCommand
 EYE_STATE = 'eyes/state'                     # droid_msgs/EyeState, latched
 EYE_FRAMES = 'eyes/frames'                   # std_msgs/UInt8MultiArray: each serial frame written (debug)
+EYE_IMAGE = 'eyes/image'                     # sensor_msgs/Image rgb8 16x8: the eyes as drawn (web_bridge), latched
 
 # cross-cutting
 TRACE = 'trace'                              # droid_msgs/TraceEvent, reliable
