@@ -24,6 +24,8 @@ class PlaybackTap:
                  resync_s: float = 0.1):
         from collections import deque
         self.resync_s = float(resync_s)
+        self.hold_s = 1.0
+        self._active_until = float('-inf')
         self._next: float | None = None
         self._render = render
         self._publish = publish
@@ -48,6 +50,10 @@ class PlaybackTap:
         if block is not None:
             b = np.asarray(block)
             if b.size and np.any(b):
+                self._active_until = t + self.hold_s
+            # silence right after sound goes out too: the microphone then knows the
+            # reference is complete up to now, and waits for it when it is late
+            if b.size and t < self._active_until:
                 with self._cond:
                     if len(self._queue) == self._queue.maxlen:
                         self.dropped += 1
