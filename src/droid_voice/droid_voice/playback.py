@@ -24,6 +24,8 @@ class PlaybackTap:
                  resync_s: float = 0.1):
         from collections import deque
         self.resync_s = float(resync_s)
+        self.gap_s = 0.015               # later than the timeline by this much: a real gap
+        self.realigned = 0
         self.hold_s = 1.0
         self._active_until = float('-inf')
         self._next: float | None = None
@@ -44,8 +46,10 @@ class PlaybackTap:
         # continuous. Stamp blocks on a continuous timeline (resynchronised when the
         # callback time is off by more than ``resync_s``), as echo cancellation needs.
         t = heard_t
-        if self._next is not None and abs(heard_t - self._next) < self.resync_s:
+        if self._next is not None and -self.resync_s < heard_t - self._next < self.gap_s:
             t = self._next
+        elif self._next is not None:
+            self.realigned += 1          # a gap in the output (underrun) or a clock jump
         self._next = t + frames / float(self.rate)
         if block is not None:
             b = np.asarray(block)
