@@ -17,6 +17,7 @@ as the backstop either way.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -37,8 +38,10 @@ class ReferenceBuffer:
         self._buf = np.zeros(self.size, dtype=np.float32)
         self._origin: int | None = None   # absolute sample index of _buf[0]
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self.blocks = 0
         self.last_t: float | None = None
+        self.covered_until: float | None = None   # end time of the newest block received
 
     def _index(self, t: float) -> int:
         return int(round(t * self.rate))
@@ -74,6 +77,30 @@ class ReferenceBuffer:
             self._buf[i:i + (start + x.size - lo)] += x[lo - start:]
             self.blocks += 1
             self.last_t = t
+            end = t + x.size / self.rate
+            if self.covered_until is None or end > self.covered_until:
+                self.covered_until = end
+            self._arrived.notify_all()
+
+    def wait_covered(self, t_end: float, timeout: float, active_s: float = 1.0) -> bool:
+        """Wait (up to ``timeout`` s) until the reference reaches ``t_end``, if a player
+        is active (its stream reached within ``active_s`` of ``t_end``). The players
+        stream their audio slightly ahead of time, but under load a block can arrive after
+        the microphone audio it echoes in: cancelling against a missing reference would
+        let that echo through. True if covered (or no player is active)."""
+        deadline = None
+        with self._lock:
+            while True:
+                cov = self.covered_until
+                if cov is None or cov >= t_end or cov < t_end - active_s:
+                    return True
+
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + timeout
+                if now >= deadline:
+                    return False
+                self._arrived.wait(deadline - now)
 
     def take(self, t: float, n: int) -> np.ndarray:
         """``n`` samples heard from time ``t`` (zeros where nothing was played)."""
@@ -93,8 +120,11 @@ class EchoCanceller:
     """WebRTC AEC on 16 kHz mono int16 blocks, 10 ms at a time, with a reference buffer."""
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
-                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1):
+                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1,
+                 max_wait_s: float = 0.15):
         self.reference = reference
+        self.max_wait_s = float(max_wait_s)
+        self.late_reference = 0
         self.resync_s = float(resync_s)
         self._next_t: float | None = None
         self.resyncs = 0
@@ -136,6 +166,8 @@ class EchoCanceller:
         elif self._next_t is not None:
             self.resyncs += 1
         self._next_t = t + x.size / RATE
+        if not self.reference.wait_covered(self._next_t, self.max_wait_s):
+            self.late_reference += 1
         out = x.copy()
         for i in range(0, (x.size // FRAME) * FRAME, FRAME):
             ref = self.reference.take(t + i / RATE, FRAME)

@@ -67,3 +67,14 @@ def test_without_livekit_audio_passes_unchanged(monkeypatch):
     assert not aec.available and 'unavailable' in aec.error
     x = np.arange(1280, dtype=np.int16)
     assert np.array_equal(aec.process(x, 0.0), x)
+
+
+def test_late_reference_is_waited_for_while_a_player_is_active():
+    import threading
+    ref = ReferenceBuffer()
+    assert ref.wait_covered(10.0, 0.01)                    # no player at all: no wait
+    ref.add(9.0, np.zeros(160))                             # a player, reaching 9.01
+    assert not ref.wait_covered(9.5, 0.05)                  # behind: waits, then gives up
+    threading.Timer(0.05, lambda: ref.add(9.01, np.ones(8000))).start()
+    assert ref.wait_covered(9.5, 2.0)                       # the late block arrives
+    assert ref.wait_covered(20.0, 0.01)                     # long idle: not waited for

@@ -24,6 +24,10 @@ class PlaybackTap:
                  resync_s: float = 0.1):
         from collections import deque
         self.resync_s = float(resync_s)
+        self.gap_s = 0.015               # later than the timeline by this much: a real gap
+        self.realigned = 0
+        self.hold_s = 1.0
+        self._active_until = float('-inf')
         self._next: float | None = None
         self._render = render
         self._publish = publish
@@ -42,12 +46,18 @@ class PlaybackTap:
         # continuous. Stamp blocks on a continuous timeline (resynchronised when the
         # callback time is off by more than ``resync_s``), as echo cancellation needs.
         t = heard_t
-        if self._next is not None and abs(heard_t - self._next) < self.resync_s:
+        if self._next is not None and -self.resync_s < heard_t - self._next < self.gap_s:
             t = self._next
+        elif self._next is not None:
+            self.realigned += 1          # a gap in the output (underrun) or a clock jump
         self._next = t + frames / float(self.rate)
         if block is not None:
             b = np.asarray(block)
             if b.size and np.any(b):
+                self._active_until = t + self.hold_s
+            # silence right after sound goes out too: the microphone then knows the
+            # reference is complete up to now, and waits for it when it is late
+            if b.size and t < self._active_until:
                 with self._cond:
                     if len(self._queue) == self._queue.maxlen:
                         self.dropped += 1

@@ -617,6 +617,9 @@ class TtsNode(Node):
         self._stop.set()
         self.output.close()
         self._tap.close()
+        self.get_logger().info(f'echo reference: {self._tap.published} messages, '
+                               f'{self._tap.realigned} re-alignments, {self._tap.dropped} '
+                               'dropped')
         self.speaker.close()
         self._events_thread.join(timeout=2.0)
         if self._record is not None:
