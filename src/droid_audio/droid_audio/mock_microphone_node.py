@@ -96,6 +96,10 @@ class MockMicrophoneNode(Node):
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.transcript_pub = self.create_publisher(Transcription, names.MOCK_TRANSCRIPT,
                                                     RELIABLE_QOS)
+        # The real microphone's contract: it takes the echo reference. A mock microphone
+        # hears no speaker, so there is no echo to cancel; it only counts the blocks.
+        self.reference_blocks = 0
+        self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback, RELIABLE_QOS)
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = MutuallyExclusiveCallbackGroup()
         self.srv = self.create_service(InjectUtterance, names.INJECT_UTTERANCE, self._inject,
@@ -109,6 +113,9 @@ class MockMicrophoneNode(Node):
             self.diag.set(ERROR, '; '.join(problems))
         else:
             self.diag.set(OK, 'mock microphone running')
+
+    def _on_playback(self, msg: AudioChunk) -> None:
+        self.reference_blocks += 1
 
     def _load_sources(self) -> list:
         problems = []
