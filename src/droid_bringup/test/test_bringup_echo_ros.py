@@ -40,9 +40,13 @@ if not PulseAudioServer.available():
 
 
 def audio_priority(pid: int) -> None:
-    """Audio processes run above ordinary work, as a droid's sound server and audio nodes
-    should (PulseAudio asks for real-time scheduling itself): a CPU hog beside the test
-    must not starve the audio path. Needs root (CI, these machines); else no change."""
+    """Audio processes get real-time scheduling, as a droid's sound server and audio nodes
+    should (PulseAudio asks for it itself through rtkit): a CPU hog beside the test must
+    not starve the audio path. Needs root (CI, these machines); else a raised priority,
+    else no change."""
+    if subprocess.run(['chrt', '-a', '-r', '-p', '20', str(pid)],
+                      capture_output=True).returncode == 0:
+        return
     try:
         os.setpriority(os.PRIO_PROCESS, pid, -15)
     except (PermissionError, OSError):
