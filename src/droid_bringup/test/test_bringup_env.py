@@ -81,14 +81,28 @@ def test_nothing_is_installed_when_everything_is_there(tmp_path, path):
     assert calls == '', f'env.sh ran installers with everything installed: {calls!r}'
 
 
+DDS_VARS = ('CYCLONEDDS_URI', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_STATIC_PEERS',
+            'ROS_DOMAIN_ID', 'ROS_LOCALHOST_ONLY', 'RMW_IMPLEMENTATION',
+            'FASTRTPS_DEFAULT_PROFILES_FILE')
+
+
+def _plain_ros_env(tmp_path: Path, **extra) -> dict:
+    """What a shell has after just `source /opt/ros/jazzy/setup.bash`."""
+    env = {'PATH': FULL_PATH, 'HOME': str(tmp_path), 'LANG': 'C.UTF-8', **extra}
+    out = subprocess.run(['/bin/bash', '-c', f'source {ROS_SETUP}; env'], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+
+
 @pytest.mark.skipif(not ROS_SETUP.exists(), reason='needs ROS 2 Jazzy in /opt/ros/jazzy')
 def test_the_run_path_leaves_dds_settings_alone(tmp_path):
+    """run_droid.sh's environment has exactly the DDS settings a plain ROS shell has."""
+    plain = _plain_ros_env(tmp_path)
     proc, env, _ = _source_env_sh(tmp_path / 'plain', FULL_PATH)
     assert proc.returncode == 0, proc.stderr
     assert env.get('ROS_DISTRO') == 'jazzy'
-    for var in ('CYCLONEDDS_URI', 'ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_STATIC_PEERS',
-                'ROS_DOMAIN_ID', 'ROS_LOCALHOST_ONLY', 'FASTRTPS_DEFAULT_PROFILES_FILE'):
-        assert var not in env, f'env.sh set {var}={env[var]!r}'
+    assert {v: env.get(v) for v in DDS_VARS} == {v: plain.get(v) for v in DDS_VARS}
+    assert 'CYCLONEDDS_URI' not in env
     # ... and what the user set stays as it is
     mine = {'ROS_DOMAIN_ID': '42', 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'SUBNET',
             'ROS_STATIC_PEERS': '192.0.2.7'}
