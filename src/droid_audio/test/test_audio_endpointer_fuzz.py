@@ -9,7 +9,14 @@ import itertools
 import math
 
 import numpy as np
-from droid_audio.endpointer import MODE, SPEECH, UTT, ListenerConfig, ListenerCore, UtteranceEvent
+from droid_audio.endpointer import (
+    MODE,
+    SPEECH,
+    UTT,
+    ListenerConfig,
+    ListenerCore,
+    UtteranceEvent,
+)
 from droid_common import fuzz as F
 from hypothesis import given
 from hypothesis import strategies as st

@@ -9,14 +9,13 @@ import json
 import math
 
 import pytest
-
+from droid_brain.modes import MODES, SPEAKING_MAX_S, ModeMachine
+from droid_brain.turns import TurnTracker
 from droid_common import fuzz as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from droid_brain import tools
-from droid_brain.modes import MODES, SPEAKING_MAX_S, ModeMachine
-from droid_brain.turns import TurnTracker
 
 VALID_MODES = set(MODES.values())
 

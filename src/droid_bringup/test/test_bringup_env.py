@@ -5,7 +5,6 @@
 - It leaves the user's DDS settings alone (only the test command isolates its graph).
 """
 
-import os
 import shutil
 import subprocess
 from pathlib import Path

@@ -5,10 +5,6 @@ import math
 import time
 
 from droid_common import fuzz as F
-from hypothesis import given
-from hypothesis import strategies as st
-
-from droid_eyes import protocol as P
 from droid_eyes.expression import (
     PATTERN_NAMES,
     SOURCE_NAMES,
@@ -17,6 +13,10 @@ from droid_eyes.expression import (
 )
 from droid_eyes.link import ERROR, OK, WARN, LinkConfig, SerialLink
 from droid_eyes.virtual_device import VirtualEyesDevice
+from hypothesis import given
+from hypothesis import strategies as st
+
+from droid_eyes import protocol as P
 
 # ---- expression -----------------------------------------------------------------------------
 
