@@ -22,7 +22,12 @@ if [ -n "$ROS_SETUP" ]; then
   say "ROS 2 found ($ROS_SETUP): colcon build + colcon test"
   install_dashboard_test_deps
   export PYTHONDONTWRITEBYTECODE=1
-  export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((20 + RANDOM % 80))}"
+  # The tests' graph is isolated (the run path never is): a domain of its own, not the one
+  # a droid of yours may be using, and DDS on this machine's loopback only.
+  export ROS_DOMAIN_ID="${DROID_TEST_DOMAIN_ID:-$((20 + RANDOM % 80))}"
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+  unset ROS_STATIC_PEERS
+  export CYCLONEDDS_URI='<CycloneDDS><Domain><General><Interfaces><NetworkInterface name="lo"/></Interfaces></General></Domain></CycloneDDS>'
   trap 'ros2 daemon stop >/dev/null 2>&1 || true' EXIT
   colcon build --base-paths src --event-handlers console_cohesion- summary+ \
     --cmake-args -DPython3_EXECUTABLE="$(command -v python3)" -DBUILD_TESTING=ON

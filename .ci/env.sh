@@ -4,17 +4,31 @@
 #    with apt-get when running as root; otherwise it says what to install.
 #  * The pinned Python dependencies in a virtual environment cached by the hash of the
 #    requirements files (override its place with DROID_VENV).
-#  * With ROS 2: DDS kept on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, Cyclone on lo).
+#  * With ROS 2: sources it. DDS settings (ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE,
+#    ROS_STATIC_PEERS, CYCLONEDDS_URI, ...) stay the user's own, so the droid is found by any
+#    shell with the same ROS environment; only run_tests.sh isolates its graph.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 say() { printf '\n== %s\n' "$*"; }
 
 # ---- Debian packages the tests use --------------------------------------------------
+# A shared library is looked up in the dynamic loader's cache with ldconfig called by its
+# absolute path (/sbin is not on every user's PATH), else through Python's ctypes (which
+# asks ldconfig, gcc or ld the way the loader searches): never through PATH alone.
+have_lib() {  # have_lib NAME: is libNAME.so* installed?
+  local ldconfig
+  for ldconfig in /sbin/ldconfig /usr/sbin/ldconfig; do
+    # (grep without -q reads everything: no SIGPIPE for ldconfig under pipefail)
+    [ -x "$ldconfig" ] && "$ldconfig" -p 2>/dev/null | grep "lib$1\.so" >/dev/null && return 0
+  done
+  python3 -c 'import ctypes.util, sys; sys.exit(ctypes.util.find_library(sys.argv[1]) is None)' \
+    "$1" 2>/dev/null
+}
 need_apt=()
 command -v espeak-ng >/dev/null || need_apt+=(espeak-ng)
 command -v pulseaudio >/dev/null || need_apt+=(pulseaudio)
 command -v pactl >/dev/null || need_apt+=(pulseaudio-utils)
-ldconfig -p 2>/dev/null | grep -q libportaudio.so || need_apt+=(libportaudio2)
+have_lib portaudio || need_apt+=(libportaudio2)
 command -v g++ >/dev/null || need_apt+=(g++)     # the eyes firmware's host-side test
 # The eyes firmware built for the ATmega328P and run in simavr (droid_eyes/firmware/)
 command -v avr-gcc >/dev/null || need_apt+=(gcc-avr)
@@ -66,9 +80,6 @@ if [ -n "$ROS_SETUP" ]; then
   # shellcheck disable=SC1090
   source "$ROS_SETUP"
   set -u
-  # DDS stays on this machine's loopback: no multicast, no other interface.
-  export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
-  export CYCLONEDDS_URI="${CYCLONEDDS_URI:-<CycloneDDS><Domain><General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces></General></Domain></CycloneDDS>}"
 fi
 
 # ---- the web dashboard's browser tests (run_tests.sh with ROS 2 calls this) ----------

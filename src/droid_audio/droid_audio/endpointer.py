@@ -166,6 +166,7 @@ class ListenerCore:
         self._unvoiced_run = 0
         self._last_vad_pub = -math.inf
         self._last_prob = 0.0
+        self._last_t = 0.0             # capture time of the last frame processed
         self.stats = collections.Counter()
 
     # ---- inputs other than audio -------------------------------------------------------
@@ -173,6 +174,8 @@ class ListenerCore:
     def set_mode(self, mode: int, t: float) -> list:
         """Apply a SystemMode; returns events (a cancelled utterance on SLEEP)."""
         events = []
+        if mode not in MODE_NAMES:       # unknown mode: ignored
+            return events
         old, self.mode = self.mode, mode
         if mode == MODE['SLEEP'] and old != mode:
             if self._utt is not None:
@@ -189,6 +192,8 @@ class ListenerCore:
     def on_speech_event(self, event: int, t: float, conversation_id: str = '',
                         last_in_reply: bool = False) -> None:
         """The droid's own speech lifecycle (SpeechEvent)."""
+        if not math.isfinite(t):          # no usable time: the last frame's
+            t = self._last_t
         if event == SPEECH['STARTED']:
             self._droid_speaking = True
             self._droid_cid = conversation_id
@@ -225,6 +230,13 @@ class ListenerCore:
         if self.mode == MODE['SLEEP']:
             self.stats['frames_sleep'] += 1
             return []
+        if not math.isfinite(t):          # a frame without a usable time: dropped
+            self.stats['frames_bad_time'] += 1
+            return []
+        self._last_t = t
+        vad_prob = float(vad_prob) if math.isfinite(vad_prob) else 0.0
+        if wake_scores:
+            wake_scores = {k: v for k, v in wake_scores.items() if math.isfinite(v)}
         cfg = self.cfg
         events: list = []
         t_end = t + cfg.frame_s

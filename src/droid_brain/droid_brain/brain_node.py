@@ -55,6 +55,7 @@ from droid_brain.personas import (
 )
 from droid_brain.retry import RetryPolicy
 from droid_brain.stream import ToolResult
+from droid_brain.turns import TurnTracker
 from droid_msgs.action import ToolCall
 from droid_msgs.msg import (
     Persona,
@@ -251,7 +252,7 @@ class BrainNode(Node):
             persona=lambda: self.personas.active, logger=log,
             filler_after_s=p['filler_after_s'])
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
-        self._seen: list = []
+        self.turns = TurnTracker()
 
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
@@ -362,13 +363,17 @@ class BrainNode(Node):
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_transcription(self, msg: Transcription) -> None:
-        if not msg.is_final:
+        decision = self.turns.admit(msg.conversation_id, msg.utterance_id, msg.text,
+                                    msg.is_final, to_sec(msg.header.stamp), now_sec(self))
+        if decision.text is None:
+            if msg.is_final and decision.reason.startswith(('stale', 'duplicate')):
+                self.get_logger().info(f'{log_prefix(msg.conversation_id)}ignored: '
+                                       f'{decision.reason}')
             return
-        text = msg.text.strip()
-        key = (msg.conversation_id, msg.utterance_id)
-        if not text or key in self._seen:
-            return
-        self._seen = (self._seen + [key])[-100:]
+        text = decision.text
+        if decision.truncated:
+            self.get_logger().warning(f'{log_prefix(msg.conversation_id)}transcription cut to '
+                                      f'{len(text)} characters')
         if self._droid_speaking and not confirms_barge_in(text, self.p['barge_in_min_words']):
             # The tts forgave it and resumes (same rule): a backchannel, not a new turn.
             self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard "{text}" over '

@@ -179,6 +179,8 @@ def parse_arguments(arguments_json: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ToolError(f'arguments are not valid JSON: {exc.msg} at position {exc.pos}') from None
+    except (RecursionError, ValueError) as exc:     # nested too deeply, huge numbers, ...
+        raise ToolError(f'arguments are not usable JSON ({type(exc).__name__})') from None
     if not isinstance(value, dict):
         raise ToolError(f'arguments must be a JSON object, got {type(value).__name__}')
     return value
@@ -186,9 +188,10 @@ def parse_arguments(arguments_json: str) -> dict:
 
 def validate(name: str, arguments_json: str):
     """Validate a tool call; return the argument model instance or raise ToolError."""
-    spec = REGISTRY.get(name)
+    spec = REGISTRY.get(name) if isinstance(name, str) else None
     if spec is None:
-        raise ToolError(f'unknown tool {name!r}; available tools: {", ".join(REGISTRY)}')
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + '...'
+        raise ToolError(f'unknown tool {shown}; available tools: {", ".join(REGISTRY)}')
     args = parse_arguments(arguments_json)
     try:
         return spec.model.model_validate(args)
