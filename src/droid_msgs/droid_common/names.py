@@ -35,5 +35,7 @@ EYE_STATE = 'eyes/state'                     # droid_msgs/EyeState, latched
 EYE_FRAMES = 'eyes/frames'                   # std_msgs/UInt8MultiArray: each serial frame written (debug)
 
 # cross-cutting
+ACTIVITY_PROBE = 'activity/probe'            # droid_msgs/ActivityProbe: replay -> every node
+ACTIVITY_REPORT = 'activity/report'          # droid_msgs/ActivityReport: every node -> replay
 TRACE = 'trace'                              # droid_msgs/TraceEvent, reliable
 DIAGNOSTICS = '/diagnostics'                 # diagnostic_msgs/DiagnosticArray (absolute, as ROS tools expect)
