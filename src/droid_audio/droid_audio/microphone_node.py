@@ -24,6 +24,7 @@ from droid_common.ros import (
     now_sec,
     run,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.framing import CaptureTimeline, FrameAssembler
@@ -61,6 +62,9 @@ class MicrophoneNode(Node):
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
         self.diag.set(WARN, 'opening input device', device=self.device or 'default')
         self._seq = 0
+        # Reports to a replay; the device itself is wall-clock audio: replay with
+        # disable:=microphone and the bag's audio instead.
+        self.activity = track_activity(self)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name='mic-publisher', daemon=True)
         self._thread.start()

@@ -29,6 +29,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.detectors import ModelError, SileroVad
@@ -104,8 +105,8 @@ class SttNode(Node):
         self._stop = threading.Event()
         self._warned_not_ready = False
         self.diag.set(WARN, 'loading model', model=self.model_name)
-        self._worker = threading.Thread(target=self._work, name='stt-worker', daemon=True)
-        self._worker.start()
+        self.activity = track_activity(self)
+        self._worker = self.activity.spawn(self._work, 'stt-worker')
 
     # ---- model ----------------------------------------------------------------------------------
 
@@ -143,11 +144,17 @@ class SttNode(Node):
 
     # ---- worker -----------------------------------------------------------------------------------
 
+    def _next_job(self):
+        """The next job; idle (droid_common.activity) while there is none."""
+        self.activity.wait(lambda: self._stop.is_set() or self.buffers.has_job(), poll=0.05,
+                           wall_timeout=0.5, what='utterances')
+        return self.buffers.next_job(timeout=0)
+
     def _work(self) -> None:
         if not self._load():
             # Keep draining so buffers do not grow; say why nothing is transcribed.
             while not self._stop.is_set():
-                job = self.buffers.next_job(timeout=0.5)
+                job = self._next_job()
                 if job is not None and job.kind == 'final':
                     self.get_logger().warning(
                         f'{log_prefix(job.buffer.conversation_id)}utterance '
@@ -155,7 +162,7 @@ class SttNode(Node):
                         throttle_duration_sec=10.0)
             return
         while not self._stop.is_set():
-            job = self.buffers.next_job(timeout=0.5)
+            job = self._next_job()
             if job is None:
                 continue
             try:

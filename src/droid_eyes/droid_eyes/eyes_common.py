@@ -23,6 +23,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA, UInt8MultiArray
 
@@ -127,6 +128,7 @@ class EyesNodeBase(Node):
 
     def __init__(self, node_name: str = 'eyes'):
         super().__init__(node_name)
+        self.activity = track_activity(self)   # tells a replay when it is done
         flat = declare_expression_params(self)
         try:
             self.config = ExpressionConfig.from_flat(flat)

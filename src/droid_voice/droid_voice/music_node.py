@@ -27,6 +27,7 @@ from droid_common.ros import (
     run,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -53,6 +54,7 @@ class MusicNode(Node):
         if not p['library_dir'] and p['demo_library']:
             p['library_dir'] = str(make_demo_library(Path(p['demo_library_dir'])))
         self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
+        self.activity = track_activity(self)
         self.library = MusicLibrary(p['library_dir'])
         duck = DuckingEnvelope(p['duck_level'], p['duck_ramp_ms'] / 1000.0,
                                p['unduck_delay_ms'] / 1000.0, p['unduck_ramp_ms'] / 1000.0)
@@ -166,7 +168,8 @@ class MusicNode(Node):
                 self.get_logger().error(msg)
                 self.diag.set(ERROR, msg, component='output')
         out = MockOutput(lambda n, th, tw: self.player.render(n, th, tw), self._now,
-                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0)
+                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0,
+                         activity=self.activity)
         out.start()
         return out
 
@@ -207,6 +210,7 @@ class MusicNode(Node):
             self._end_error[self._token] = error
             self._played_at_end[self._token] = played
             self._token += 1
+        self.activity.notify()
 
     def _execute(self, goal_handle):
         g = goal_handle.request
@@ -226,7 +230,9 @@ class MusicNode(Node):
         token = self._start(track, reader, bool(g.loop))
         self.get_logger().info(prefix + f'query {g.query!r} -> "{track.title}"')
         result = PlayMusic.Result(success=True, track_title=track.title, track_path=track.path)
-        tick = threading.Event()
+
+        def woken():
+            return goal_handle.is_cancel_requested or self._token != token
         while True:
             if goal_handle.is_cancel_requested:
                 with self._lock:
@@ -252,7 +258,9 @@ class MusicNode(Node):
             goal_handle.publish_feedback(PlayMusic.Feedback(
                 track_title=track.title, position=float(self.player.position()),
                 duration=float(reader.duration)))
-            tick.wait(0.1)
+            # idle (droid_common.activity) until cancel, the end, or the next feedback (0.1 s
+            # on the node clock)
+            self.activity.wait(woken, timeout=0.1, poll=0.02, what='playing')
 
     # -- control ------------------------------------------------------------------------------
     def _on_control(self, req, resp):

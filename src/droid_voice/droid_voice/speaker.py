@@ -27,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from droid_common.activity import REALTIME
 from droid_common.secrets import redact
 
 from droid_voice.amplitude import AmplitudeMeter, DueQueue
@@ -111,8 +112,10 @@ class Speaker:
     def __init__(self, backend: Backend, fallback: Backend | None = None, *,
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
-                 on_warning=None, fallback_cooldown: float = 0.0):
+                 on_warning=None, fallback_cooldown: float = 0.0, activity=None):
         self.backend = backend
+        # droid_common.activity: the synthesis thread is idle only while nothing is queued
+        self.activity = activity or REALTIME
         self.fallback = fallback
         self.clock = clock
         self.fade_samples = max(1, round(fade_s * RATE))
@@ -128,8 +131,7 @@ class Speaker:
         self._speaking = False
         self._amp_cid = ''
         self._closed = threading.Event()
-        self._worker = threading.Thread(target=self._work, name='tts-synthesis', daemon=True)
-        self._worker.start()
+        self._worker = self.activity.spawn(self._work, 'tts-synthesis')
 
     # -- control (any thread) ---------------------------------------------------------
     def submit(self, utt: Utterance) -> bool:
@@ -142,6 +144,7 @@ class Speaker:
                 self._finish(utt, 'failed', self.clock())
                 return False
             self._playlist.append(utt)
+        self.activity.notify()
         return True
 
     def stop(self, utt: Utterance, reason: str = '') -> bool:
@@ -215,6 +218,7 @@ class Speaker:
             self._queue.put_nowait(None)
         except queue.Full:
             pass
+        self.activity.notify()
         self._worker.join(timeout=5.0)
         for b in (self.backend, self.fallback):
             if b is not None:
@@ -315,7 +319,12 @@ class Speaker:
     def _work(self) -> None:
         self._prepare()
         while not self._closed.is_set():
-            utt = self._queue.get()
+            self.activity.wait(lambda: self._closed.is_set() or not self._queue.empty(),
+                               poll=0.05, what='sentences')
+            try:
+                utt = self._queue.get_nowait()
+            except queue.Empty:
+                continue
             if utt is None:
                 return
             if not utt.cancel.is_set():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from droid_common import names
 from droid_common.ros import (
@@ -28,6 +27,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from droid_common.secrets import env_secret, redact
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -67,6 +67,7 @@ class TtsNode(Node):
         super().__init__(node_name, **kwargs)
         p = self._declare_params()
         self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
+        self.activity = track_activity(self)
         self._fqn = self.get_fully_qualified_name()
         self._persona = Persona()
         self._persona_lock = threading.Lock()
@@ -85,7 +86,7 @@ class TtsNode(Node):
                                amplitude_hz=p['amplitude_rate_hz'], queue_size=p['queue_size'],
                                default_voice=lambda: self._voice_for(''),
                                on_warning=self._on_synth_warning,
-                               fallback_cooldown=p['fallback_cooldown'])
+                               fallback_cooldown=p['fallback_cooldown'], activity=self.activity)
         self.diag.set(level, backend_msg, component='synthesis', backend=primary.name)
 
         # Publishers / subscriptions / action.
@@ -108,9 +109,7 @@ class TtsNode(Node):
         # Output last: it starts pulling audio right away.
         self.output = self._make_output(p)
         self._stop = threading.Event()
-        self._events_thread = threading.Thread(target=self._events_loop, name='tts-events',
-                                               daemon=True)
-        self._events_thread.start()
+        self._events_thread = self.activity.spawn(self._events_loop, 'tts-events')
         self.get_logger().info(
             f'tts ready: backend {primary.name}'
             f'{" (fallback " + fallback.name + ")" if fallback else ""}, output {p["output"]}, '
@@ -233,7 +232,7 @@ class TtsNode(Node):
         else:
             self.diag.set(OK, 'mock speaker (no audio device)', component='output')
         out = MockOutput(self.speaker.render, self._now, sample_rate=RATE,
-                         block_s=p['mock_block_ms'] / 1000.0)
+                         block_s=p['mock_block_ms'] / 1000.0, activity=self.activity)
         out.start()
         return out
 
@@ -360,7 +359,15 @@ class TtsNode(Node):
         try:
             if g.text.strip():
                 self.speaker.submit(utt)
-                while not utt.done.wait(0.1):
+
+                def woken():
+                    return utt.done.is_set() or (goal_handle.is_cancel_requested and
+                                                 not utt.stop_reason)
+                # idle until done, a cancel, or the next feedback (0.1 s on the node clock)
+                while not (self.activity.wait(woken, timeout=0.1, poll=0.02, what='speak')
+                           and utt.done.is_set()):
+                    if utt.done.is_set():
+                        break
                     if goal_handle.is_cancel_requested and not utt.stop_reason:
                         self.speaker.stop(utt, 'cancel')
                     fb = Speak.Feedback(played=float(utt.played_s),
@@ -383,6 +390,12 @@ class TtsNode(Node):
             self._goal_utts.pop(gid, None)
 
     # -- outputs ------------------------------------------------------------------------------
+    def _events_due(self) -> bool:
+        if self._stop.is_set():
+            return True
+        t = self.speaker.next_due()
+        return t is not None and t <= self._now()
+
     def _events_loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -390,7 +403,8 @@ class TtsNode(Node):
                     self._publish_event(e)
             except Exception as exc:  # noqa: BLE001 - keep publishing; say why
                 self.get_logger().error(redact(f'event publishing failed: {exc}'))
-            time.sleep(0.003)
+            # idle (droid_common.activity) until the next event is due
+            self.activity.wait(self._events_due, poll=0.003, what='speech events')
 
     def _publish_event(self, e) -> None:
         if e.kind == 'amplitude':
@@ -480,6 +494,7 @@ class TtsNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        self.activity.notify()
         self.output.close()
         self.speaker.close()
         self._events_thread.join(timeout=2.0)
