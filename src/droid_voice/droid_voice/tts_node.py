@@ -73,7 +73,11 @@ class TtsNode(Node):
         self._persona_lock = threading.Lock()
         self._tracker = TurnTracker(reorder_timeout=p['reorder_timeout'])
         self._tracker_lock = threading.Lock()
-        self._turns: dict = {}             # key -> {'first_audio', 'last_ended', 'stamp'}
+        # key -> {'first_audio', 'last_ended', 'last_index', 'done', 'stamp'}; _turns_lock
+        # makes "the last sentence ended" and "the reply ends at sentence n" meet exactly once
+        # whichever comes first (reply callback vs events thread).
+        self._turns: dict = {}
+        self._turns_lock = threading.RLock()
         self._goal_utts: dict = {}         # goal uuid bytes -> Utterance
         self._last_amplitude = 0.0
         self._fallbacks = 0
@@ -286,9 +290,11 @@ class TtsNode(Node):
                 s = a.sentence
                 if not s.text.strip():
                     continue
-                turn = self._turns.setdefault(s.key, {'first_audio': False, 'last_ended': -1,
-                                                      'done': False})
-                turn.setdefault('stamp', s.stamp)
+                with self._turns_lock:
+                    turn = self._turns.setdefault(s.key, {'first_audio': False,
+                                                          'last_ended': -1, 'last_index': -1,
+                                                          'done': False})
+                    turn.setdefault('stamp', s.stamp)
                 utt = Utterance(s.text, conversation_id=s.conversation_id,
                                 utterance_id=s.utterance_id, index=s.index,
                                 voice=self._voice_for(''), input_stamp=s.stamp,
@@ -307,12 +313,16 @@ class TtsNode(Node):
                 log.debug(log_prefix(a.sentence.conversation_id) +
                           f'sentence {a.sentence.index} dropped: {a.reason}')
             elif isinstance(a, ReplyEnd):
-                turn = self._turns.get(a.key)
-                if a.last_index < 0 or turn is None:
-                    continue
-                if not self.speaker.set_last(a.key, a.last_index) and \
-                        turn['last_ended'] == a.last_index and not turn['done']:
-                    self._speech_done(a.key, self._now())
+                with self._turns_lock:
+                    turn = self._turns.get(a.key)
+                    if a.last_index < 0 or turn is None:
+                        continue
+                    turn['last_index'] = a.last_index
+                    # Still to be played: its ENDED event will carry last_in_reply. Already
+                    # ended (the marker came late): the reply is done now.
+                    if not self.speaker.set_last(a.key, a.last_index) and \
+                            turn['last_ended'] == a.last_index and not turn['done']:
+                        self._speech_done(a.key, self._now())
 
     def _on_voice_activity(self, msg: VoiceActivity) -> None:
         if not msg.speaking or not self.get_parameter('barge_in').value:
@@ -431,17 +441,23 @@ class TtsNode(Node):
         if e.kind == 'dropped':
             return
         kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
+        ended_in_turn = not utt.goal and e.kind == 'ended'
+        if ended_in_turn:
+            with self._turns_lock:      # before ENDED is out: a late marker must see it
+                turn = self._turns.get(utt.key)
+                if turn is not None:
+                    turn['last_ended'] = utt.index
         self._speech_event(kind, utt, e.t)
         self._log_said(utt, e.kind)
         if e.kind == 'ended' and utt.backend == self.speaker.backend.name and \
                 self.speaker.fallback is not None and \
                 self.diag.level('synthesis') == WARN and self._fallbacks:
             self.diag.set(OK, f'{utt.backend} speaking again', component='synthesis')
-        if not utt.goal:
-            turn = self._turns.get(utt.key)
-            if turn is not None and e.kind == 'ended':
-                turn['last_ended'] = utt.index
-                if utt.last_in_reply:
+        if ended_in_turn:
+            with self._turns_lock:
+                turn = self._turns.get(utt.key)
+                if turn is not None and (utt.last_in_reply or
+                                         turn['last_index'] == utt.index):
                     self._speech_done(utt.key, e.t, utt)
 
     def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
@@ -454,14 +470,16 @@ class TtsNode(Node):
         self.pub_event.publish(m)
 
     def _speech_done(self, key: tuple, t: float, utt: Utterance | None = None) -> None:
-        turn = self._turns.get(key)
-        if turn is None or turn['done']:
-            return
-        turn['done'] = True
-        ref = utt or Utterance('', conversation_id=key[0], utterance_id=key[1])
-        self._trace(TraceEvent.STAGE_SPEECH_DONE, ref, t, turn.get('stamp', 0.0), ref.backend)
-        for old in list(self._turns)[:-64]:
-            self._turns.pop(old, None)
+        with self._turns_lock:
+            turn = self._turns.get(key)
+            if turn is None or turn['done']:
+                return
+            turn['done'] = True
+            ref = utt or Utterance('', conversation_id=key[0], utterance_id=key[1])
+            self._trace(TraceEvent.STAGE_SPEECH_DONE, ref, t, turn.get('stamp', 0.0),
+                        ref.backend)
+            for old in list(self._turns)[:-64]:
+                self._turns.pop(old, None)
 
     def _trace(self, stage: int, utt: Utterance, t: float, input_stamp: float,
                detail: str = '') -> None:
