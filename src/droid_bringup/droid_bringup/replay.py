@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from droid_common.activity import PUBLISHER, RECEIVER, SENDER, SUBSCRIBER
+from droid_common.activity import PUBLISHER, RECEIVER, ROLE_NAMES, SENDER, SUBSCRIBER
 
 # What the replay records: topic (relative) -> fields kept per message.
 RECORDED = {
@@ -186,6 +186,19 @@ def deficits(channels_by_node: dict) -> dict:
     return out
 
 
+def explain(channels_by_node: dict, key: tuple) -> str:
+    """Who sent and handled what on the channel of a deficits() key."""
+    name = key[2] if key[0] == 'sub' else key[1]
+    parts = []
+    for node, role, n, nth, count, _m, _l in _keyed(channels_by_node):
+        if n != name:
+            continue
+        if key[0] == 'sub' and role == SUBSCRIBER and (node, nth) != (key[1], key[3]):
+            continue
+        parts.append(f'{node} {ROLE_NAMES.get(role, role)} {count}')
+    return ', '.join(parts)
+
+
 def counts_key(channels_by_node: dict) -> tuple:
     return tuple((n, r, name, nth, c) for n, r, name, nth, c, _m, _l in _keyed(channels_by_node))
 
@@ -237,6 +250,7 @@ class Quiescence:
         self.offsets: dict | None = None
         self.last_counts = None
         self.notes: list = []         # things worth a log line (absorbed late messages)
+        self.verbose = False          # problems say who sent and handled what
 
     def receive(self, report: Report) -> None:
         old = self.latest.get(report.node)
@@ -290,15 +304,17 @@ class Quiescence:
             if r.now_ns != t_ns:
                 problems.append(f'{n}: clock {r.now_ns} ns, tick {t_ns} ns')
         chans = self._channels(own)
+        late, new = {}, {}
         for key, d in deficits(chans).items():
-            base = self.offsets.setdefault(key, d)
-            if d > base:
-                problems.append(f'{describe_key(key)}: {d - base} message(s) not handled yet')
+            base = self.offsets.get(key)
+            if base is None:             # a channel that appeared since the start
+                new[key] = d
+            elif d > base:
+                problems.append(f'{describe_key(key)}: {d - base} message(s) not handled yet'
+                                + (f' ({explain(chans, key)}; at the start {base})'
+                                   if self.verbose else ''))
             elif d < base:
-                # more than sent since the start: a message from before the start arrived
-                self.notes.append(f'{describe_key(key)}: {base - d} message(s) from before '
-                                  'the start arrived late')
-                self.offsets[key] = d
+                late[key] = d
         counts = counts_key(chans)
         confirmed = counts == self.last_counts
         self.last_counts = counts
@@ -306,5 +322,13 @@ class Quiescence:
             return problems
         if not confirmed:
             return ['confirming']
+        # Settled, and more handled than sent since the start: messages from before the
+        # start arrived late (or someone outside the graph published). Only now, with
+        # nothing else pending, is that what it means.
+        for key, d in late.items():
+            self.notes.append(f'{describe_key(key)}: {self.offsets[key] - d} message(s) from '
+                              'before the start arrived late')
+            self.offsets[key] = d
+        self.offsets.update(new)
         return []
 

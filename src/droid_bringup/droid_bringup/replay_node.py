@@ -77,6 +77,7 @@ class Replay(Node):
         self.quiet = Quiescence([f'{ns}/{n}' for n in expected_nodes],
                                 own_name=self.get_fully_qualified_name())
         self.seq = 0
+        self.verbose = False
         self.clock_pub = self.create_publisher(
             Clock, '/clock', QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -155,6 +156,10 @@ class Replay(Node):
                 with self.lock:
                     problems = self.quiet.start(seq, own)
                 if not problems:
+                    if self.verbose:
+                        print(f'replay: started at {t_ns} ns after {rounds} rounds; baseline '
+                              + ', '.join(f'{k}={v}' for k, v in sorted(self.quiet.offsets.items())
+                                          if v), flush=True)
                     return rounds
             else:
                 with self.lock:
@@ -193,6 +198,11 @@ class Replay(Node):
             if not problems:
                 return rounds
             if time.monotonic() - start > timeout:
+                self.quiet.verbose = True
+                with self.lock:
+                    problems = self.quiet.settled(seq, own, t_ns)
+                    if self.verbose:
+                        problems.append(f'the replay: {own}')
                 raise ReplayError(4, f'tick {t_ns} ns not finished after {timeout:.0f} s:\n  '
                                   + '\n  '.join(problems))
 
@@ -219,6 +229,7 @@ def main(argv=None):
                    help='wall seconds a tick may take before the replay gives up')
     p.add_argument('--disable', default='microphone',
                    help='droid nodes not running (as the launch argument disable:=)')
+    p.add_argument('--verbose', action='store_true', help='say how each tick settles')
     p.add_argument('--nodes', default='',
                    help='comma-separated node names that must report (default: the droid\'s)')
     args, _ = p.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -230,6 +241,7 @@ def main(argv=None):
         print(f'replay: {args.bag} has no messages', file=sys.stderr)
         sys.exit(2)
     node = Replay(messages, expected_nodes(args.nodes, args.disable))
+    node.verbose = args.verbose
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()

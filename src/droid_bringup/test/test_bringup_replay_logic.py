@@ -154,10 +154,14 @@ def test_a_message_from_before_the_start_arriving_late_is_absorbed():
     q.receive(rep('/a', 3, chans_a))
     q.receive(rep('/b', 3, [(S, '/x', 1, 1, False)]))
     assert q.settled(3, [], 100) == ['confirming']
-    assert q.notes == ['/x -> /b: 1 message(s) from before the start arrived late']
+    assert not q.notes                               # only once settled
     q.receive(rep('/a', 4, chans_a))
     q.receive(rep('/b', 4, [(S, '/x', 1, 1, False)]))
     assert q.settled(4, [], 100) == []
+    assert q.notes == ['/x -> /b: 1 message(s) from before the start arrived late']
+    q.receive(rep('/a', 5, [(P, '/x', 2, 1, False)]))
+    q.receive(rep('/b', 5, [(S, '/x', 1, 1, False)]))
+    assert q.settled(5, [], 100) == ['/x -> /b: 1 message(s) not handled yet']
 
 
 def test_a_report_message_becomes_plain_data():
@@ -169,3 +173,42 @@ def test_a_report_message_becomes_plain_data():
     r = report_from_msg(msg)
     assert r.now_ns == 101_020_000_000 and r.probe == 7
     assert r.channels == [(0, '/a', 3, 1, True), (1, '/b', 4, -1, False)]
+
+
+def test_a_stale_report_is_not_taken_for_a_late_message():
+    """/a answered before it published (it was woken after its answer by /u, which /a has
+    not handled in that round): /b's count is ahead of /a's. Not settled, nothing absorbed."""
+    q = Quiescence(['/a', '/b', '/c'])
+    for probe, expected in ((1, ['confirming']), (2, [])):
+        q.receive(rep('/a', probe, [(P, '/x', 0, 1, False), (S, '/u', 0, 1, False)]))
+        q.receive(rep('/b', probe, [(S, '/x', 0, 1, False)]))
+        q.receive(rep('/c', probe, [(P, '/u', 0, 1, False)]))
+        assert q.start(probe, []) == expected
+    # round 3: /c published /u; /a's answer predates it; /b already handled /a's /x
+    q.receive(rep('/a', 3, [(P, '/x', 0, 1, False), (S, '/u', 0, 1, False)]))
+    q.receive(rep('/b', 3, [(S, '/x', 1, 1, False)]))
+    q.receive(rep('/c', 3, [(P, '/u', 1, 1, False)]))
+    assert q.settled(3, [], 100) == ['/u -> /a: 1 message(s) not handled yet']
+    assert not q.notes
+    for probe, expected in ((4, ['confirming']), (5, [])):
+        q.receive(rep('/a', probe, [(P, '/x', 1, 1, False), (S, '/u', 1, 1, False)]))
+        q.receive(rep('/b', probe, [(S, '/x', 1, 1, False)]))
+        q.receive(rep('/c', probe, [(P, '/u', 1, 1, False)]))
+        assert q.settled(probe, [], 100) == expected
+    assert not q.notes
+
+
+def test_a_channel_that_appears_later_gets_its_baseline_once_settled():
+    q = Quiescence(['/a', '/b'])
+    for probe in (1, 2):
+        q.receive(rep('/a', probe, [(P, '/x', 2, 1, False)]))
+        q.receive(rep('/b', probe, []))
+        q.start(probe, [])
+    # /b subscribes late: it never gets the 2 messages from before
+    for probe, expected in ((3, ['confirming']), (4, [])):
+        q.receive(rep('/a', probe, [(P, '/x', 2, 1, False)]))
+        q.receive(rep('/b', probe, [(S, '/x', 0, 1, False)]))
+        assert q.settled(probe, [], 100) == expected
+    q.receive(rep('/a', 5, [(P, '/x', 3, 1, False)]))
+    q.receive(rep('/b', 5, [(S, '/x', 0, 1, False)]))
+    assert q.settled(5, [], 100) == ['/x -> /b: 1 message(s) not handled yet']
