@@ -4,12 +4,13 @@
     ros2 run droid_bringup replay --bag test/bags/cantina --out /tmp/out.jsonl
 
 The node owns /clock: it advances sim time in fixed ticks (``--tick-ms``), publishing each
-bag message when its time comes. It moves to the next tick only when every node of the
-droid has finished the work the tick caused, as the nodes themselves report it: after each
-tick the replay sends a ``droid_msgs/ActivityProbe`` on ``activity/probe``; every node
-answers with a ``droid_msgs/ActivityReport`` once it is idle at that time, with the number
-of messages it has sent and handled per topic, service and action; the tick is over when
-every node has answered idle and every message sent has been handled, confirmed by a
+bag message when its time comes. A tick: a PREPARE ``droid_msgs/ActivityProbe`` on
+``activity/probe`` gives every node the new time, to apply before it handles anything else
+(so a message from a node already at the new time is never handled at the old one); once
+all have answered, ``/clock`` and the tick's bag messages go out, then SETTLE probes: every
+node answers with a ``droid_msgs/ActivityReport`` once it is idle at that time, with the
+number of messages it has sent and handled per topic, service and action. The tick is over
+when every node has answered idle and every message sent has been handled, confirmed by a
 second answer with the same counts (:class:`droid_bringup.replay.Quiescence`). No wall-clock
 window is involved, so the output is the same on every run and at any speed, timestamps
 included. It starts only once every node is up, matched with its peers, idle and done with
@@ -124,11 +125,11 @@ class Replay(Node):
         msg.clock.sec, msg.clock.nanosec = divmod(t_ns, 1_000_000_000)
         self.clock_pub.publish(msg)
 
-    def probe(self, t_ns: int) -> int:
+    def probe(self, t_ns: int, step: int = ActivityProbe.STEP_SETTLE) -> int:
         with self.lock:
             self.seq += 1
             seq = self.seq
-        msg = ActivityProbe(seq=seq)
+        msg = ActivityProbe(seq=seq, step=step)
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t_ns, 1_000_000_000)
         self.probe_pub.publish(msg)
         return seq
@@ -142,14 +143,29 @@ class Replay(Node):
         with self.cond:
             return self.cond.wait_for(lambda: self.quiet.answered(seq), timeout)
 
+    def prepare(self, t_ns: int, timeout: float) -> int:
+        """Every node keeps ``t_ns`` to apply before it handles anything: then no node can
+        get a message of the new tick while its clock still shows the old one."""
+        start = time.monotonic()
+        seq = self.probe(t_ns, ActivityProbe.STEP_PREPARE)
+        while not self.wait_answers(seq, 0.5):
+            if time.monotonic() - start > timeout:
+                with self.lock:
+                    waiting = self.quiet.waiting_for(seq)
+                raise ReplayError(4, f'tick {t_ns} ns: not prepared after {timeout:.0f} s:\n  '
+                                  + '\n  '.join(waiting))
+        return 1
+
     # -- the two phases ------------------------------------------------------------------
     def start(self, t_ns: int, timeout: float) -> int:
         """Hold /clock at ``t_ns`` until the graph is up, matched and idle; returns rounds."""
         deadline = time.monotonic() + timeout
         rounds = 0
         while True:
-            self.tick(t_ns)
-            seq = self.probe(t_ns)
+            seq = self.probe(t_ns, ActivityProbe.STEP_PREPARE)
+            if self.wait_answers(seq, 1.0):
+                self.tick(t_ns)
+                seq = self.probe(t_ns)
             rounds += 1
             if self.wait_answers(seq, 1.0):
                 own = self.own_channels()
@@ -266,6 +282,7 @@ def main(argv=None):
         t = start_ns
         while t <= end_ns:
             ticked = time.monotonic()
+            rounds += node.prepare(t, args.tick_timeout)
             node.tick(t)
             while i < len(messages) and messages[i].t_ns <= t:
                 node.publish_input(messages[i])

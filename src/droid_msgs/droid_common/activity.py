@@ -120,6 +120,7 @@ class Activity:
         self._workers: dict = {}       # Thread -> _Worker
         self._channels: list = []
         self._tasks_fn = None          # -> executor tasks queued or running (glue)
+        self.before_callback = None    # called before every wrapped callback (glue: the clock)
         self._sources: list = []       # fn(now) -> (busy reason or '', next due or None)
 
     # -- time and changes -------------------------------------------------------------------
@@ -177,6 +178,8 @@ class Activity:
         return wrapped
 
     def _enter(self) -> None:
+        if self.before_callback is not None:
+            self.before_callback()
         self._local.depth = getattr(self._local, 'depth', 0) + 1
         with self._cond:
             self._callbacks += 1

@@ -10,9 +10,11 @@ waits. The glue then, with no further code in the node:
   servers (count requests handled, feedback and results);
 - asks rclpy about due timers and the executor's queued tasks;
 - answers each ``droid_msgs/ActivityProbe`` on ``activity/probe`` with a
-  ``droid_msgs/ActivityReport`` on ``activity/report`` once the node clock has reached the
-  probe's stamp and the node is idle (or, while it is not, every ``busy_report_s`` with
-  what keeps it busy).
+  ``droid_msgs/ActivityReport`` on ``activity/report``: a PREPARE probe at once, keeping its
+  time to apply before the next callback of any kind (and on the SETTLE probe), so that no
+  node handles a message of the new tick at the old time; a SETTLE probe once the node clock
+  has reached the probe's stamp and the node is idle (or, while it is not, every
+  ``busy_report_s`` with what keeps it busy).
 
 Nothing is published unless someone probes, so a droid that is not being replayed pays
 only for the counting. Entities created after :func:`track_activity` are picked up at the
@@ -60,7 +62,9 @@ class _Tracker:
         self.busy_report_s = float(busy_report_s)
         self._Report = ActivityReport
         self._lock = threading.Lock()
-        self._probe = None            # (seq, stamp_ns, wall time received)
+        self._probe = None            # (seq, stamp_ns, wall time received, step)
+        self._pending_ns = None       # a PREPAREd time not applied yet
+        self._clock_lock = threading.Lock()
         self._answered = None         # seq answered (idle)
         self._last_busy = 0.0
         self._clients: list = []
@@ -73,6 +77,7 @@ class _Tracker:
         setattr(self.report_pub, _TRACKED, True)
         setattr(self.probe_sub, _TRACKED, True)
         act.set_tasks(self._tasks)
+        act.before_callback = self.apply_pending
         act.add_source(self._timers)
         act.add_source(self._pending)
         self._closed = threading.Event()
@@ -82,8 +87,31 @@ class _Tracker:
     # -- probes and reports --------------------------------------------------------------
     def _on_probe(self, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if msg.step == msg.STEP_PREPARE:
+            with self._clock_lock:
+                if self._pending_ns is None or stamp > self._pending_ns:
+                    self._pending_ns = stamp
+        else:
+            self.apply_pending()
         with self._lock:
-            self._probe = (int(msg.seq), stamp, time.monotonic())
+            self._probe = (int(msg.seq), stamp, time.monotonic(), int(msg.step))
+        self.act.notify()
+
+    def apply_pending(self) -> None:
+        """Move the node clock to the PREPAREd time (if it is still behind)."""
+        if self._pending_ns is None:
+            return
+        with self._clock_lock:
+            pending, self._pending_ns = self._pending_ns, None
+            if pending is None:
+                return
+            ts = getattr(self.node, '_time_source', None)
+            if ts is None or not ts.ros_time_is_active or self._now_ns() >= pending:
+                return
+            from rosgraph_msgs.msg import Clock
+            msg = Clock()
+            msg.clock.sec, msg.clock.nanosec = divmod(pending, 1_000_000_000)
+            ts.clock_callback(msg)
         self.act.notify()
 
     def _run(self) -> None:
@@ -109,7 +137,13 @@ class _Tracker:
                 act.wait_changed(gen, 0.2 if scanned else 0.02)
                 continue
             self.instrument()
-            seq, stamp_ns, received = probe
+            seq, stamp_ns, received, step = probe
+            if step == 1:                # PREPARE: kept (in _on_probe); say so at once
+                st = act.state()
+                st.idle, st.busy = True, []
+                self._publish(seq, st, self._now_ns())
+                self._answered = seq
+                continue
             st = act.state()
             now_ns = self._now_ns()
             if st.idle and now_ns >= stamp_ns:
@@ -260,7 +294,13 @@ class _Tracker:
             original = sub.callback
 
             def on_clock(msg, _cb=original):
-                _cb(msg)
+                t = msg.clock.sec * 1_000_000_000 + msg.clock.nanosec
+                with self._clock_lock:
+                    if self._now_ns() > t:
+                        return           # never backwards (a PREPAREd time was applied)
+                    _cb(msg)
+                    if self._pending_ns is not None and self._pending_ns <= t:
+                        self._pending_ns = None
                 act.notify()
             sub.callback = on_clock
             return
