@@ -410,12 +410,11 @@ def test_tool_executor_errors_feedback_and_cancel(graph):
     assert r.result.success and json.loads(r.result.result_json)['volume'] == pytest.approx(0.3)
     r = h.tool('stop_music', '{}')
     assert r.result.success and (MusicControl.Request.STOP, 0.0) in h.music_control
-    # A long tool honours cancel (the player never reports the track started).
+    # A long tool honours cancel (the player never reports the track started): CANCELED,
+    # not the success it reports when music_start_timeout_s (1 s) runs out.
     n = len(h.music_goals)
-    t0 = time.monotonic()
     r = h.tool('play_music', '{"query": "silent"}', cancel_after=0.3)
     assert r.status == GoalStatus.STATUS_CANCELED and 'cancelled' in r.result.error
-    assert time.monotonic() - t0 < 1.0
     assert len(h.music_goals) == n + 1
 
 
