@@ -200,13 +200,21 @@ class Speaker:
                     found = True
             return found
 
-    def pop_due(self, now: float) -> list:
-        """Events whose time has come, in time order; finishing ones resolve ``utt.done``."""
+    def pop_due(self, now: float, resolve: bool = True) -> list:
+        """Events whose time has come, in time order; finishing ones resolve ``utt.done``
+        (with ``resolve=False`` the caller does, with :meth:`resolve`, once it has
+        published them: whoever waits on ``done`` then finds the end already said)."""
         events = self._due.pop_due(now)
+        if resolve:
+            self.resolve(events)
+        return events
+
+    def resolve(self, events) -> None:
         for e in events:
             if e.kind in FINISH_KINDS and e.utt is not None:
                 e.utt.done.set()
-        return events
+        if events:
+            self.activity.notify()
 
     def next_due(self) -> float | None:
         return self._due.next_due()

@@ -408,11 +408,15 @@ class TtsNode(Node):
 
     def _events_loop(self) -> None:
         while not self._stop.is_set():
+            events = []
             try:
-                for e in self.speaker.pop_due(self._now()):
+                events = self.speaker.pop_due(self._now(), resolve=False)
+                for e in events:
                     self._publish_event(e)
             except Exception as exc:  # noqa: BLE001 - keep publishing; say why
                 self.get_logger().error(redact(f'event publishing failed: {exc}'))
+            finally:
+                self.speaker.resolve(events)       # a Speak goal ends after its ENDED
             # idle (droid_common.activity) until the next event is due
             self.activity.wait(self._events_due, poll=0.003, what='speech events')
 

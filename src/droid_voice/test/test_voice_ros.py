@@ -167,6 +167,33 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
         rig.close()
 
 
+def test_a_marker_right_after_the_last_ended_still_ends_the_reply(ctx):
+    """The end marker handled while the events thread is still busy after publishing the
+    last ENDED (here: writing the record slowly) still gives SPEECH_DONE."""
+    node = tts_node(ctx, words_per_minute=240.0)
+    rig = Rig(ctx, node)
+    slow = threading.Event()
+    said = node._log_said
+
+    def slow_log_said(utt, how):
+        said(utt, how)
+        slow.set()
+        time.sleep(1.0)
+    node._log_said = slow_log_said
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'm1', 1, 0, 'Only one.'))
+        assert rig.wait_for(lambda: events_of(ev) == [(0, S), (0, E)] and slow.is_set(), 20)
+        reply.publish(sentence(rig, 'm1', 1, 1, final=True))    # while the thread sleeps
+        assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE
+                                        for t in trace), 20)
+    finally:
+        rig.close()
+
+
 def test_barge_in_and_newer_conversation(ctx):
     rig = Rig(ctx, tts_node(ctx, words_per_minute=120.0, fade_ms=30.0))
     try:
@@ -227,7 +254,7 @@ def test_speak_action_completes_and_cancel_interrupts(ctx):
         assert r.status == Speak.Result.COMPLETED and r.backend == 'mock' and r.error == ''
         assert r.played == pytest.approx(1.0, abs=0.03)
         assert feedback and feedback[-1].feedback.duration_estimate == pytest.approx(1.0, 0.05)
-        assert events_of(ev, 'g') == [(0, S), (0, E)]
+        assert rig.wait_for(lambda: events_of(ev, 'g') == [(0, S), (0, E)])
 
         fut = client.send_goal_async(Speak.Goal(text='one two three four five six seven'))
         assert rig.wait_for(fut.done, 20)
