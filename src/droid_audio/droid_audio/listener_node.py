@@ -21,7 +21,7 @@ from droid_common import names
 from droid_common.audio import MIC_RATE
 from droid_common.ros import (
     ERROR,
-    LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     SENSOR_QOS,
@@ -152,7 +152,7 @@ class ListenerNode(Node):
         self._last_stats = time.monotonic()
         self.create_subscription(AudioChunk, names.AUDIO, self._on_audio, SENSOR_QOS)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS)
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS)
         self._stop = threading.Event()
         self._worker = self.activity.spawn(self._work, 'listener-worker')
 

@@ -21,7 +21,7 @@ from droid_brain.fake_openai import FakeOpenAI, Reply
 from droid_brain.mode_manager_node import ModeManagerNode
 from droid_brain.tool_executor_node import ToolExecutorNode
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, to_time_msg
+from droid_common.ros import LATCHED_SUB_QOS, RELIABLE_QOS, to_time_msg
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -155,7 +155,7 @@ class Harness(Node):
 
     def latched(self, msg_type, topic, timeout=5.0):
         got = []
-        sub = self.create_subscription(msg_type, topic, got.append, LATCHED_QOS)
+        sub = self.create_subscription(msg_type, topic, got.append, LATCHED_SUB_QOS)
         try:
             wait_until(lambda: got, timeout)
         finally:

@@ -44,7 +44,7 @@ from droid_bringup.replay import (PUBLISHER, RECORDED_STAGES, SUBSCRIBER, Normal
                                   write_events)
 from droid_common import names
 from droid_common.contract import constants_with_prefix
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
+from droid_common.ros import LATCHED_SUB_QOS, RELIABLE_QOS
 from droid_msgs.msg import ActivityProbe, ActivityReport
 
 STAGES = constants_with_prefix('TraceEvent', 'STAGE_')
@@ -91,7 +91,7 @@ class Replay(Node):
                                                            RELIABLE_QOS)
         self.subs, self.received = {}, Counter()
         for topic, typename in TYPES.items():
-            qos_t = LATCHED_QOS if topic in LATCHED else RELIABLE_QOS
+            qos_t = LATCHED_SUB_QOS if topic in LATCHED else RELIABLE_QOS
             self.subs[topic] = self.create_subscription(
                 get_message(typename), topic, lambda msg, t=topic: self.record(t, msg), qos_t)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from droid_common import names
 from droid_common.ros import (
     LATCHED_QOS,
+    LATCHED_SUB_QOS,
     RELIABLE_QOS,
     SENSOR_QOS,
     Diagnostics,
@@ -148,9 +149,9 @@ class EyesNodeBase(Node):
         self.create_subscription(Sentiment, names.SENTIMENT, self._on_sentiment, RELIABLE_QOS)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
         self.create_subscription(SpeechAmplitude, names.AMPLITUDE, self._on_amplitude, SENSOR_QOS)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS)
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS)
         self.create_subscription(EyeCommand, names.EYE_COMMAND, self._on_command, RELIABLE_QOS)
-        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS)
+        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_SUB_QOS)
         self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS)
         self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
                                  RELIABLE_QOS)

@@ -15,7 +15,7 @@ rclpy = pytest.importorskip('rclpy')
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
+from droid_common.ros import LATCHED_QOS, LATCHED_SUB_QOS, RELIABLE_QOS, SENSOR_QOS
 from droid_eyes.expression import PATTERNS
 from droid_eyes.virtual_device import VirtualEyesDevice
 from rclpy.executors import SingleThreadedExecutor
@@ -92,7 +92,7 @@ def test_eyes_node_streams_frames_in_order_and_survives_unplug(ros, tmp_path):
     try:
         states, traces, diags = [], [], []
         node.create_subscription(EyeState, f'{ns}/{names.EYE_STATE}', states.append,
-                                 LATCHED_QOS)
+                                 LATCHED_SUB_QOS)
         node.create_subscription(TraceEvent, f'{ns}/{names.TRACE}', traces.append, RELIABLE_QOS)
         node.create_subscription(
             DiagnosticArray, names.DIAGNOSTICS,

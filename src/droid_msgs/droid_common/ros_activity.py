@@ -81,6 +81,7 @@ class _Tracker:
         act.add_source(self._timers)
         act.add_source(self._pending)
         self._closed = threading.Event()
+        self._probed = threading.Event()      # a probe to answer (the thread sleeps otherwise)
         self._thread = threading.Thread(target=self._run, name='activity-report', daemon=True)
         self._thread.start()
 
@@ -95,6 +96,7 @@ class _Tracker:
             self.apply_pending()
         with self._lock:
             self._probe = (int(msg.seq), stamp, time.monotonic(), int(msg.step))
+        self._probed.set()
         self.act.notify()
 
     def apply_pending(self) -> None:
@@ -133,8 +135,10 @@ class _Tracker:
             gen = act.gen
             with self._lock:
                 probe = self._probe
+                if probe is None or probe[0] == self._answered:
+                    self._probed.clear()
             if probe is None or probe[0] == self._answered:
-                act.wait_changed(gen, 0.2 if scanned else 0.02)
+                self._probed.wait(1.0 if scanned else 0.02)
                 continue
             self.instrument()
             seq, stamp_ns, received, step = probe
@@ -186,6 +190,7 @@ class _Tracker:
 
     def close(self) -> None:
         self._closed.set()
+        self._probed.set()
         self.act.notify()
 
     # -- what rclpy knows ----------------------------------------------------------------
@@ -332,9 +337,16 @@ class _Tracker:
         result = act.channel(RECEIVER, name + '#result')
         feedback = act.channel(SUBSCRIBER, name + '/_action/feedback')
 
+        # rclpy 7 stores a request's sequence number only after sending it: a response
+        # handled by another thread in between is dropped ("Ignoring unexpected goal
+        # response") and the goal never answers. A response waits for its request's
+        # bookkeeping here.
+        sending = threading.RLock()
+
         def counted(fn, ch):
             def call(*args, **kwargs):
-                out = fn(*args, **kwargs)
+                with sending:
+                    out = fn(*args, **kwargs)
                 ch.add()
                 return out
             return call
@@ -344,6 +356,8 @@ class _Tracker:
         original = ac.execute
 
         async def execute(taken_data, _execute=original):
+            with sending:
+                pass
             act._enter()
             try:
                 await _execute(taken_data)

@@ -16,6 +16,7 @@ from droid_common.contract import constants
 from droid_common.ros import (
     ERROR,
     LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     WARN,
@@ -75,7 +76,7 @@ class MusicNode(Node):
         topics = MutuallyExclusiveCallbackGroup()
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS,
                                  callback_group=topics)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS,
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS,
                                  callback_group=topics)
         self.create_service(MusicControl, names.MUSIC_CONTROL, self._on_control,
                             callback_group=topics)

@@ -13,7 +13,7 @@ import threading
 from droid_common import names
 from droid_common.ros import (
     ERROR,
-    LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     SENSOR_QOS,
@@ -100,7 +100,7 @@ class TtsNode(Node):
         topics = MutuallyExclusiveCallbackGroup()
         self.create_subscription(ReplySentence, names.REPLY, self._on_reply, RELIABLE_QOS,
                                  callback_group=topics)
-        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS,
+        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_SUB_QOS,
                                  callback_group=topics)
         self.create_subscription(VoiceActivity, names.VOICE_ACTIVITY, self._on_voice_activity,
                                  SENSOR_QOS, callback_group=ReentrantCallbackGroup())

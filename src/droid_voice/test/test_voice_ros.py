@@ -17,7 +17,8 @@ rclpy = pytest.importorskip('rclpy')
 import soundfile as sf
 from diagnostic_msgs.msg import DiagnosticArray
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec, to_time_msg
+from droid_common.ros import (LATCHED_QOS, LATCHED_SUB_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec,
+                              to_time_msg)
 from droid_common.testing import PulseAudioServer
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.music_node import MusicNode
@@ -427,7 +428,7 @@ def test_music_action_ducking_control_and_modes(ctx, library):
                               duck_ramp_ms=300.0, unduck_delay_ms=200.0,
                               unduck_ramp_ms=200.0))
     try:
-        states = rig.collect(MusicState, names.MUSIC_STATE, LATCHED_QOS)
+        states = rig.collect(MusicState, names.MUSIC_STATE, LATCHED_SUB_QOS)
         speech = rig.pub(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
         mode = rig.pub(SystemMode, names.MODE, LATCHED_QOS)
         client = ActionClient(rig.probe, PlayMusic, names.MUSIC_PLAY)
