@@ -312,7 +312,7 @@ def test_barge_in_cancels_the_reply(graph):
     ev = SpeechEvent(conversation_id='conv5', utterance_id=1, sentence_index=0,
                      event=SpeechEvent.INTERRUPTED, text='')
     h.speech_pub.publish(ev)
-    assert wait_until(lambda: h.ended('conv5', 1), 5)
+    assert wait_until(lambda: h.ended('conv5', 1), 15)
     end = h.ended('conv5', 1)[0]
     assert end.interrupted
     assert end.index < 4                             # the story has 4 sentences
@@ -342,7 +342,7 @@ def test_barge_in_cancels_running_tool_goals(graph):
     before = list(h.statuses.values()).count(GoalStatus.STATUS_CANCELED)
     h.speech_pub.publish(SpeechEvent(conversation_id='conv12', utterance_id=1,
                                      event=SpeechEvent.INTERRUPTED))
-    assert wait_until(lambda: h.ended('conv12', 1), 5)
+    assert wait_until(lambda: h.ended('conv12', 1), 15)
     assert h.ended('conv12', 1)[0].interrupted
     # The ToolCall goal was cancelled (and with it the music goal).
     assert wait_until(lambda: list(h.statuses.values()).count(GoalStatus.STATUS_CANCELED)
@@ -355,7 +355,7 @@ def test_wake_word_of_a_new_conversation_cancels_the_reply(graph):
     assert wait_until(lambda: [r for r in h.reply('conv13', 1) if not r.is_final], 15)
     h.wake_pub.publish(WakeWord(conversation_id='conv14', model_name='hey_jarvis', score=0.9,
                                 threshold=0.5))
-    assert wait_until(lambda: h.ended('conv13', 1), 5)
+    assert wait_until(lambda: h.ended('conv13', 1), 15)
     assert h.ended('conv13', 1)[0].interrupted
     done = wait_until(lambda: h.done_traces('conv13'), 5)
     assert done[0].detail == 'interrupted: new conversation (wake word)'
