@@ -246,12 +246,14 @@ class BrainNode(Node):
             self.set_parameters([Parameter('persona', value=persona.name)])
         self._publish_persona(persona)
 
+        # Upstream first (the order simultaneous messages are handled in): wake word,
+        # transcription, then the droid's own speech events.
+        self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS,
+                                 callback_group=self._cb)
         self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
                                  RELIABLE_QOS, callback_group=self._cb)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech_event,
                                  RELIABLE_QOS, callback_group=self._cb)
-        self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS,
-                                 callback_group=self._cb)
         log.info(f'brain ready: backend {self.backend.name}'
                  + (f" ({p['base_url']}, model {p['model']})" if self.backend.name == 'openai'
                     else ''))
