@@ -21,7 +21,7 @@ from droid_common import names
 from droid_common.audio import MIC_RATE
 from droid_common.ros import (
     ERROR,
-    LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     SENSOR_QOS,
@@ -34,6 +34,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.detectors import EnergyVad, ModelError, SileroVad, WakeWordDetector
@@ -133,6 +134,7 @@ class ListenerNode(Node):
             mode = MODE['IDLE']
         self.core = ListenerCore(cfg, initial_mode=mode)
         self.diag = Diagnostics(self, hardware_id='listener')
+        self.activity = track_activity(self)
         self._load_models()
 
         self.wake_pub = self.create_publisher(WakeWord, names.WAKE_WORD, RELIABLE_QOS)
@@ -150,10 +152,9 @@ class ListenerNode(Node):
         self._last_stats = time.monotonic()
         self.create_subscription(AudioChunk, names.AUDIO, self._on_audio, SENSOR_QOS)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS)
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS)
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name='listener-worker', daemon=True)
-        self._worker.start()
+        self._worker = self.activity.spawn(self._work, 'listener-worker')
 
     def _load_models(self) -> None:
         try:
@@ -188,9 +189,15 @@ class ListenerNode(Node):
 
     # ---- worker ---------------------------------------------------------------------------------
 
+    def _has_work(self) -> bool:
+        return self._stop.is_set() or len(self._audio) > 0 or bool(self._control)
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            msg = self._audio.get(timeout=0.1)
+            # Idle (droid_common.activity) until a chunk or a control message is queued;
+            # every 0.1 s of wall time anyway, for the statistics.
+            self.activity.wait(self._has_work, poll=0.02, wall_timeout=0.1, what='audio')
+            msg = self._audio.get(timeout=0)
             self._apply_control()
             if msg is not None:
                 try:

@@ -35,6 +35,7 @@ from droid_common.ros import (
     to_sec,
 )
 from rcl_interfaces.msg import SetParametersResult
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.aec import EchoCanceller, ReferenceBuffer
@@ -104,6 +105,9 @@ class MicrophoneNode(Node):
             self.diag.set(WARN, 'muted: publishing silence', component='mute')
         self.diag.set(WARN, 'opening input device', device=self.device or 'default')
         self._seq = 0
+        # Reports to a replay; the device itself is wall-clock audio: replay with
+        # disable:=microphone and the bag's audio instead.
+        self.activity = track_activity(self)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name='mic-publisher', daemon=True)
         self._thread.start()

@@ -36,6 +36,7 @@ from droid_common.ros import (
     to_time_msg,
 )
 from rcl_interfaces.msg import SetParametersResult
+from droid_common.ros_activity import track_activity
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -109,6 +110,7 @@ class MockMicrophoneNode(Node):
         self._seq = 0
         self.timer = self.create_timer(self.block_s / 2.0, self._tick,
                                        callback_group=self._timer_group)
+        self.activity = track_activity(self)   # tells a replay when it is done
         if problems:
             self.diag.set(ERROR, '; '.join(problems))
         else:

@@ -24,6 +24,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.mock_stt import MockScript, MockUtterance, load_script, partial_text
@@ -63,10 +64,13 @@ class MockSttNode(Node):
         self._pending: list = []
         self.pub = self.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
-        self.create_subscription(Utterance, names.UTTERANCE, self._on_utterance, RELIABLE_QOS)
+        # Upstream first (the order simultaneous messages are handled in): the announced
+        # transcript before the utterance that takes it.
         self.create_subscription(Transcription, names.MOCK_TRANSCRIPT, self._on_mock,
                                  RELIABLE_QOS)
+        self.create_subscription(Utterance, names.UTTERANCE, self._on_utterance, RELIABLE_QOS)
         self.timer = self.create_timer(0.02, self._tick)
+        self.activity = track_activity(self)   # tells a replay when it is done
         if self.diag.level() == OK:
             self.diag.set(OK, f'mock STT ready ({len(script)} scripted transcripts)')
 

@@ -271,6 +271,16 @@ class UtteranceBuffers:
                 self._cond.wait(remaining)
             return None
 
+    def has_job(self) -> bool:
+        """Whether :meth:`next_job` would return a job now (no side effects)."""
+        with self._cond:
+            if self._closed or self._finals:
+                return True
+            if self._open and self.partial_interval_s > 0:
+                buf = next(reversed(self._open.values()))
+                return buf.samples - buf.partial_at >= int(self.partial_interval_s * MIC_RATE)
+            return False
+
     def _pick(self):
         if self._finals:
             buf = self._finals.pop(0)

@@ -33,6 +33,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_audio.detectors import ModelError, SileroVad
@@ -117,8 +118,8 @@ class SttNode(Node):
         self._downloaded = False
         self._logged_step = -1
         self.diag.set(WARN, 'loading model', model=self.model_name)
-        self._worker = threading.Thread(target=self._work, name='stt-worker', daemon=True)
-        self._worker.start()
+        self.activity = track_activity(self)
+        self._worker = self.activity.spawn(self._work, 'stt-worker')
 
     # ---- model ----------------------------------------------------------------------------------
 
@@ -200,13 +201,19 @@ class SttNode(Node):
 
     # ---- worker -----------------------------------------------------------------------------------
 
+    def _next_job(self):
+        """The next job; idle (droid_common.activity) while there is none."""
+        self.activity.wait(lambda: self._stop.is_set() or self.buffers.has_job(), poll=0.05,
+                           wall_timeout=0.5, what='utterances')
+        return self.buffers.next_job(timeout=0)
+
     def _work(self) -> None:
         if not self._load():
             if self._stop.is_set():
                 return
             # Keep draining so buffers do not grow; say why nothing is transcribed.
             while not self._stop.is_set():
-                job = self.buffers.next_job(timeout=0.5)
+                job = self._next_job()
                 if job is not None and job.kind == 'final':
                     self.get_logger().warning(
                         f'{log_prefix(job.buffer.conversation_id)}utterance '
@@ -221,7 +228,7 @@ class SttNode(Node):
                         f'{job.buffer.utterance_id} dropped: it ended while the model was '
                         'downloading')
         while not self._stop.is_set():
-            job = self.buffers.next_job(timeout=0.5)
+            job = self._next_job()
             if job is None:
                 continue
             try:

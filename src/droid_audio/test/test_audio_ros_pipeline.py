@@ -140,7 +140,7 @@ def test_mock_pipeline_wake_follow_up_and_sleep(domain, tmp_path):
                              backend='mock')
             ev.header.stamp = now
             p.speech_pub.publish(ev)
-        time.sleep(0.3)
+        time.sleep(1.0)        # the listener has the mode/speech events (loaded machine)
         p.inject('what time is it')
         finals = p.wait_final(2)
         assert len(finals) == 2
@@ -156,7 +156,7 @@ def test_mock_pipeline_wake_follow_up_and_sleep(domain, tmp_path):
         # SLEEP: the microphone is ignored, even the wake word.
         p.mode_pub.publish(SystemMode(mode=SystemMode.SLEEP,
                                       previous_mode=SystemMode.INTERACTIVE, reason='test'))
-        time.sleep(0.3)
+        time.sleep(1.0)        # the listener has the mode/speech events (loaded machine)
         res = p.inject('hey jarvis, tell me a joke')
         time.sleep(res.duration + 1.5)
         assert len(p.h.got(names.WAKE_WORD)) == 1 and len(p.finals()) == 2

@@ -12,7 +12,6 @@ Action client: tools/call (droid_msgs/action/ToolCall).
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from builtin_interfaces.msg import Time as TimeMsg
@@ -33,6 +32,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from droid_common.secrets import env_secret, redact
 from droid_common.turn_taking import DEFAULT_MIN_WORDS, confirms_barge_in
 from rcl_interfaces.msg import SetParametersResult
@@ -214,6 +214,7 @@ class BrainNode(Node):
         self.p = p
 
         self.diag = Diagnostics(self, hardware_id='llm')
+        self.activity = track_activity(self)
         self._cb = ReentrantCallbackGroup()
         self.reply_pub = self.create_publisher(ReplySentence, names.REPLY, RELIABLE_QOS)
         self.sentiment_pub = self.create_publisher(Sentiment, names.SENTIMENT, RELIABLE_QOS)
@@ -245,12 +246,13 @@ class BrainNode(Node):
         self.backend = self._make_backend()
         self.engine = Engine(
             self.backend, self.memory, _NodeSink(self), tool_runner=self._run_tools,
-            tools_schema=tools.openai_tools(), clock=FuncClock(lambda: now_sec(self)),
+            tools_schema=tools.openai_tools(),
+            clock=FuncClock(lambda: now_sec(self), activity=self.activity),
             retry=RetryPolicy(p['max_retries'], p['retry_base_delay_s'], 2.0,
                               p['retry_max_delay_s']),
             max_tool_rounds=p['max_tool_rounds'], sentence_max_chars=p['sentence_max_chars'],
             persona=lambda: self.personas.active, logger=log,
-            filler_after_s=p['filler_after_s'])
+            filler_after_s=p['filler_after_s'], activity=self.activity)
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
         self.turns = TurnTracker()
 
@@ -260,12 +262,14 @@ class BrainNode(Node):
             self.set_parameters([Parameter('persona', value=persona.name)])
         self._publish_persona(persona)
 
+        # Upstream first (the order simultaneous messages are handled in): wake word,
+        # transcription, then the droid's own speech events.
+        self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS,
+                                 callback_group=self._cb)
         self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
                                  RELIABLE_QOS, callback_group=self._cb)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech_event,
                                  RELIABLE_QOS, callback_group=self._cb)
-        self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS,
-                                 callback_group=self._cb)
         log.info(f'brain ready: backend {self.backend.name}'
                  + (f" ({p['base_url']}, model {p['model']})" if self.backend.name == 'openai'
                     else ''))
@@ -299,7 +303,7 @@ class BrainNode(Node):
             self.diag.set(ERROR, str(exc), component='mock script')
             script = MockScript.from_dict({})
         self.set_llm_status('ok', f'mock backend ({Path(path).name})')
-        return MockBackend(script, FuncClock(lambda: now_sec(self)),
+        return MockBackend(script, FuncClock(lambda: now_sec(self), activity=self.activity),
                            p['mock_time_to_first_token_s'], p['mock_token_rate'])
 
     def set_llm_status(self, level: str, message: str, sticky: bool = False) -> None:
@@ -449,24 +453,26 @@ class BrainNode(Node):
             future = self.tool_client.send_goal_async(goal)
             future.add_done_callback(lambda f, e=entry: self._goal_response(f, e))
             entries.append(entry)
-        deadline = time.monotonic() + self.p['tool_timeout_s']
+        # The timeout is on the node clock: a replay times out at the same sim time.
+        deadline = self.activity.now() + self.p['tool_timeout_s']
         for e in entries:
-            while not e['event'].wait(0.02):
-                if turn.cancel.is_set():
-                    # Cancelled with the reply, except the tools that must finish (they run
-                    # on; their results are not waited for).
-                    self._cancel_goals([x for x in entries
-                                        if not tools.must_finish(x['call'].name)])
-                    return [x['result'] or ToolResult(
-                        False, error='continues after the interruption'
-                        if tools.must_finish(x['call'].name) else 'cancelled')
-                        for x in entries]
-                if time.monotonic() > deadline:
-                    self._cancel_goals([e])
-                    e['result'] = ToolResult(
-                        False, error=f"tool {e['call'].name} timed out after "
-                                     f"{self.p['tool_timeout_s']:.0f} s")
-                    break
+            done = self.activity.wait(
+                lambda e=e: e['event'].is_set() or turn.cancel.is_set(),
+                timeout=max(0.0, deadline - self.activity.now()), poll=0.02, what='tool result')
+            if turn.cancel.is_set():
+                # Cancelled with the reply, except the tools that must finish (they run
+                # on; their results are not waited for).
+                self._cancel_goals([x for x in entries
+                                    if not tools.must_finish(x['call'].name)])
+                return [x['result'] or ToolResult(
+                    False, error='continues after the interruption'
+                    if tools.must_finish(x['call'].name) else 'cancelled')
+                    for x in entries]
+            if not done:
+                self._cancel_goals([e])
+                e['result'] = ToolResult(
+                    False, error=f"tool {e['call'].name} timed out after "
+                                 f"{self.p['tool_timeout_s']:.0f} s")
         results = [e['result'] or ToolResult(False, error='no result') for e in entries]
         for c, r in zip(calls, results):
             log.info(f'{pre}tool {c.name} -> ' + ('ok ' + r.result_json if r.success
@@ -479,17 +485,18 @@ class BrainNode(Node):
         except Exception as exc:  # noqa: BLE001
             entry['result'] = ToolResult(False, error=f'goal not sent: {exc}')
             entry['event'].set()
+            self.activity.notify()
             return
         if handle is None or not handle.accepted:
             entry['result'] = ToolResult(False, error='tool executor rejected the call')
             entry['event'].set()
+            self.activity.notify()
             return
         entry['handle'] = handle
         handle.get_result_async().add_done_callback(
             lambda f, e=entry: self._goal_result(f, e))
 
-    @staticmethod
-    def _goal_result(future, entry) -> None:
+    def _goal_result(self, future, entry) -> None:
         try:
             res = future.result().result
             entry['result'] = ToolResult(bool(res.success), res.result_json or 'null',
@@ -497,6 +504,7 @@ class BrainNode(Node):
         except Exception as exc:  # noqa: BLE001
             entry['result'] = ToolResult(False, error=f'no result: {exc}')
         entry['event'].set()
+        self.activity.notify()
 
     @staticmethod
     def _cancel_goals(entries) -> None:

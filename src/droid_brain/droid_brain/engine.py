@@ -30,6 +30,8 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 
+from droid_common.activity import REALTIME
+
 from droid_brain.chunker import SentenceChunker
 from droid_brain.clock import MonotonicClock
 from droid_brain.memory import interrupted_reply
@@ -120,12 +122,14 @@ def no_tools(turn, calls):
 _END = object()
 
 
-def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.02):
+def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.02,
+         activity=REALTIME):
     """Iterate ``iterable`` in a reader thread; stop at once when ``cancel`` is set.
 
     A blocking read inside the SDK cannot be interrupted from outside; the reader thread
     is abandoned on cancel (it ends by itself when the stream is closed or times out), so
     a cancel never waits for the network. Exceptions of the iterable are re-raised here.
+    ``activity`` (droid_common.activity) knows the reader thread and the waits.
     """
     q: queue.Queue = queue.Queue(maxsize=maxsize)
 
@@ -133,6 +137,7 @@ def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.
         while not cancel.is_set():
             try:
                 q.put(item, timeout=poll)
+                activity.notify()          # wake the consumer now
                 return True
             except queue.Full:
                 continue
@@ -155,10 +160,13 @@ def pump(iterable, cancel: threading.Event, maxsize: int = 256, poll: float = 0.
                     pass
         put((True, _END))
 
-    threading.Thread(target=reader, name='llm-stream', daemon=True).start()
+    activity.spawn(reader, 'llm-stream')
     while not cancel.is_set():
+        if not activity.wait(lambda: cancel.is_set() or not q.empty(), poll=poll,
+                             wall_timeout=1.0, what='llm stream'):
+            continue
         try:
-            ok, item = q.get(timeout=poll)
+            ok, item = q.get_nowait()
         except queue.Empty:
             continue
         if not ok:
@@ -172,8 +180,9 @@ class Engine:
     def __init__(self, backend, memory, sink: Sink, tool_runner=no_tools, tools_schema=(),
                  clock=None, retry: RetryPolicy | None = None, max_tool_rounds: int = 3,
                  sentence_max_chars: int = 200, persona=None, logger=None,
-                 filler_after_s: float = 1.5):
+                 filler_after_s: float = 1.5, activity=None):
         self.backend = backend
+        self.activity = activity or REALTIME   # droid_common.activity: threads and waits
         self.memory = memory
         self.sink = sink
         self.tool_runner = tool_runner
@@ -297,13 +306,13 @@ class Engine:
                         fillers.append(len(sentences_said()))
                         say(line)
 
-        waiter = threading.Thread(target=filler, name='tool-filler', daemon=True)
-        waiter.start()
+        waiter = self.activity.spawn(filler, 'tool-filler')
         try:
             return self.tool_runner(turn, calls)
         finally:
             with lock:
                 done.set()
+            self.activity.notify()
             waiter.join(1.0)
 
     def _request(self, turn, pending, tools, rnd, say, first_token):
@@ -319,7 +328,7 @@ class Engine:
                             + (f' retry {attempt}' if attempt else ''))
             try:
                 for delta in pump(self.backend.stream(messages, tools, turn.cancel),
-                                  turn.cancel):
+                                  turn.cancel, activity=self.activity):
                     if turn.cancel.is_set():
                         return ''.join(content), [], None
                     if (delta.content or delta.tool_calls) and not first_token[0]:
@@ -356,8 +365,9 @@ class Engine:
 class TurnWorker:
     """The worker thread: runs turns one at a time, latest wins, cancellable."""
 
-    def __init__(self, engine: Engine, on_dropped=None, logger=None):
+    def __init__(self, engine: Engine, on_dropped=None, logger=None, activity=None):
         self.engine = engine
+        self.activity = activity or engine.activity
         self.on_dropped = on_dropped        # called with a queued turn that was replaced
         self.log = logger or _log
         self._cond = threading.Condition()
@@ -365,8 +375,7 @@ class TurnWorker:
         self._current: Turn | None = None
         self._closed = False
         self.outcomes: list = []            # (turn, outcome), last 20
-        self._thread = threading.Thread(target=self._loop, name='brain-llm', daemon=True)
-        self._thread.start()
+        self._thread = self.activity.spawn(self._loop, 'brain-llm')
 
     @property
     def current(self) -> Turn | None:
@@ -380,6 +389,7 @@ class TurnWorker:
             self._queued = turn
             running = self._current
             self._cond.notify_all()
+        self.activity.notify()
         if running is not None:
             same = running.conversation_id == turn.conversation_id
             self._cancel(running, 'newer utterance' if same else 'newer conversation')
@@ -390,6 +400,7 @@ class TurnWorker:
         if not turn.cancel.is_set():
             turn.request_cancel(reason)
             self.engine.backend.abort()
+            self.activity.notify()
 
     def cancel(self, conversation_id: str, utterance_id: int | None = None,
                reason: str = 'barge-in') -> bool:
@@ -420,16 +431,20 @@ class TurnWorker:
             running = self._current
             self._queued = None
             self._cond.notify_all()
+        self.activity.notify()
         if running is not None:
             self._cancel(running, 'shutdown')
         self._thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
+            self.activity.wait(lambda: self._closed or self._queued is not None,
+                               poll=0.05, what='turn')
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._queued is not None)
                 if self._closed:
                     return
+                if self._queued is None:
+                    continue
                 turn, self._queued = self._queued, None
                 self._current = turn
             try:

@@ -22,6 +22,7 @@ from droid_common.ros import (
     now_sec,
     run,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
 from droid_brain.modes import MODES, ModeMachine
@@ -60,6 +61,7 @@ class ModeManagerNode(Node):
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
         self.add_on_set_parameters_callback(self._on_params)
         self.create_timer(0.1, self._tick)
+        self.activity = track_activity(self)   # tells a replay when it is done
         self._publish(self.machine.last_change)
         self.diag.set(OK, f'mode {self.machine.mode_name}')
 

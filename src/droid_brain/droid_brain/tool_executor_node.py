@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime
 
 from builtin_interfaces.msg import Duration
@@ -37,6 +36,7 @@ from droid_common.ros import (
     log_prefix,
     run,
 )
+from droid_common.ros_activity import track_activity
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -77,6 +77,7 @@ class ToolExecutorNode(Node):
         }
         self._cb = ReentrantCallbackGroup()
         self.diag = Diagnostics(self, hardware_id='tools')
+        self.activity = track_activity(self)
         self.eye_pub = self.create_publisher(EyeCommand, names.EYE_COMMAND, RELIABLE_QOS)
         self.music_client = ActionClient(self, PlayMusic, names.MUSIC_PLAY, callback_group=self._cb)
         self.music_control = self.create_client(MusicControl, names.MUSIC_CONTROL,
@@ -140,14 +141,19 @@ class ToolExecutorNode(Node):
         goal_handle.publish_feedback(ToolCall.Feedback(status=status, progress=progress))
 
     def _wait(self, goal_handle, event: threading.Event, timeout: float) -> bool:
-        """Wait for ``event``; raise _Cancelled on cancel; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while not event.wait(0.02):
-            if goal_handle.is_cancel_requested:
-                raise _Cancelled()
-            if time.monotonic() > deadline:
-                return False
-        return True
+        """Wait for ``event``; raise _Cancelled on cancel; False on timeout (node clock, so
+        a replay times out at the same sim time; idle meanwhile: droid_common.activity)."""
+        self.activity.wait(lambda: event.is_set() or goal_handle.is_cancel_requested,
+                           timeout=timeout, poll=0.02, what='tool reply')
+        if event.is_set():
+            return True
+        if goal_handle.is_cancel_requested:
+            raise _Cancelled()
+        return False
+
+    def _set(self, event: threading.Event) -> None:
+        event.set()
+        self.activity.notify()
 
     def _call(self, goal_handle, client, request, what: str):
         timeout = self.p['service_timeout_s']
@@ -156,7 +162,7 @@ class ToolExecutorNode(Node):
                             f'(is its node running?)')
         done = threading.Event()
         future = client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
+        future.add_done_callback(lambda _f: self._set(done))
         if not self._wait(goal_handle, done, timeout):
             client.remove_pending_request(future)
             raise ToolError(f'{what}: no reply from {client.srv_name} within {timeout:.1f} s')
@@ -176,14 +182,14 @@ class ToolExecutorNode(Node):
 
         def on_feedback(fb):
             state['feedback'] = fb.feedback
-            started.set()
+            self._set(started)
 
         def on_result(f):
             try:
                 state['result'] = f.result().result
             except Exception as exc:  # noqa: BLE001
                 state['result'] = exc
-            started.set()
+            self._set(started)
 
         def on_goal(f):
             try:
@@ -193,7 +199,7 @@ class ToolExecutorNode(Node):
             h = box.get('handle')
             if h is not None and h.accepted:
                 h.get_result_async().add_done_callback(on_result)
-            accepted.set()
+            self._set(accepted)
 
         goal = PlayMusic.Goal(query=args.query, volume=-1.0, loop=False,
                               conversation_id=goal_handle.request.conversation_id)

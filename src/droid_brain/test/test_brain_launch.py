@@ -18,7 +18,7 @@ rclpy = pytest.importorskip('rclpy')
 
 import yaml
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
+from droid_common.ros import LATCHED_SUB_QOS, RELIABLE_QOS
 from rclpy.executors import SingleThreadedExecutor
 
 from droid_msgs.msg import Persona, ReplySentence, SystemMode, Transcription
@@ -70,8 +70,8 @@ def test_launch_profile_and_param_set(launched):
     rclpy.init()
     node = rclpy.create_node('brain_launch_probe', namespace='/' + ns)
     got = {'persona': [], 'mode': [], 'reply': []}
-    node.create_subscription(Persona, names.PERSONA, got['persona'].append, LATCHED_QOS)
-    node.create_subscription(SystemMode, names.MODE, got['mode'].append, LATCHED_QOS)
+    node.create_subscription(Persona, names.PERSONA, got['persona'].append, LATCHED_SUB_QOS)
+    node.create_subscription(SystemMode, names.MODE, got['mode'].append, LATCHED_SUB_QOS)
     node.create_subscription(ReplySentence, names.REPLY, got['reply'].append, RELIABLE_QOS)
     pub = node.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
     executor = SingleThreadedExecutor()

@@ -132,12 +132,11 @@ def test_cancel_mid_stream(server):
     t = threading.Thread(target=lambda: result.update(out=eng.run_turn(turn)))
     t.start()
     assert sink.wait_for(lambda s: s.of('sentence'), 10)
-    t0 = time.monotonic()
     turn.request_cancel('barge-in')
     eng.backend.abort()
-    t.join(5)
-    assert time.monotonic() - t0 < 1.0                # never waits for the network
-    gate.set()
+    t.join(20)
+    assert not t.is_alive()                           # never waits for the network:
+    gate.set()                                        # the rest is only sent now
     out = result['out']
     assert out.interrupted and out.sentences == ['First sentence here.']
     (end,) = sink.of('end')
@@ -192,7 +191,7 @@ def test_timeout_bounded_retries_then_fallback(server):
     eng, sink, _, _ = make(server, retries=1, timeout=0.4)
     t0 = time.monotonic()
     out = eng.run_turn(Turn('c', 1, 'hello'))
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 4.5                # less than one 5 s hang: timed out
     assert len(server.requests) == 2 and out.fallback
     assert any('timed out' in m for m in statuses(sink, 'warn'))
 

@@ -21,7 +21,7 @@ from droid_brain.fake_openai import FakeOpenAI, Reply
 from droid_brain.mode_manager_node import ModeManagerNode
 from droid_brain.tool_executor_node import ToolExecutorNode
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, to_time_msg
+from droid_common.ros import LATCHED_SUB_QOS, RELIABLE_QOS, to_time_msg
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -155,7 +155,7 @@ class Harness(Node):
 
     def latched(self, msg_type, topic, timeout=5.0):
         got = []
-        sub = self.create_subscription(msg_type, topic, got.append, LATCHED_QOS)
+        sub = self.create_subscription(msg_type, topic, got.append, LATCHED_SUB_QOS)
         try:
             wait_until(lambda: got, timeout)
         finally:
@@ -312,7 +312,7 @@ def test_barge_in_cancels_the_reply(graph):
     ev = SpeechEvent(conversation_id='conv5', utterance_id=1, sentence_index=0,
                      event=SpeechEvent.INTERRUPTED, text='')
     h.speech_pub.publish(ev)
-    assert wait_until(lambda: h.ended('conv5', 1), 5)
+    assert wait_until(lambda: h.ended('conv5', 1), 15)
     end = h.ended('conv5', 1)[0]
     assert end.interrupted
     assert end.index < 4                             # the story has 4 sentences
@@ -342,7 +342,7 @@ def test_barge_in_cancels_running_tool_goals(graph):
     before = list(h.statuses.values()).count(GoalStatus.STATUS_CANCELED)
     h.speech_pub.publish(SpeechEvent(conversation_id='conv12', utterance_id=1,
                                      event=SpeechEvent.INTERRUPTED))
-    assert wait_until(lambda: h.ended('conv12', 1), 5)
+    assert wait_until(lambda: h.ended('conv12', 1), 15)
     assert h.ended('conv12', 1)[0].interrupted
     # play_music must finish: its ToolCall goal is not cancelled (the music keeps starting).
     time.sleep(1.0)
@@ -409,7 +409,7 @@ def test_wake_word_of_a_new_conversation_cancels_the_reply(graph):
     assert wait_until(lambda: [r for r in h.reply('conv13', 1) if not r.is_final], 15)
     h.wake_pub.publish(WakeWord(conversation_id='conv14', model_name='hey_jarvis', score=0.9,
                                 threshold=0.5))
-    assert wait_until(lambda: h.ended('conv13', 1), 5)
+    assert wait_until(lambda: h.ended('conv13', 1), 15)
     assert h.ended('conv13', 1)[0].interrupted
     done = wait_until(lambda: h.done_traces('conv13'), 5)
     assert done[0].detail == 'interrupted: new conversation (wake word)'
@@ -464,12 +464,11 @@ def test_tool_executor_errors_feedback_and_cancel(graph):
     assert r.result.success and json.loads(r.result.result_json)['volume'] == pytest.approx(0.3)
     r = h.tool('stop_music', '{}')
     assert r.result.success and (MusicControl.Request.STOP, 0.0) in h.music_control
-    # A long tool honours cancel (the player never reports the track started).
+    # A long tool honours cancel (the player never reports the track started): CANCELED,
+    # not the success it reports when music_start_timeout_s (1 s) runs out.
     n = len(h.music_goals)
-    t0 = time.monotonic()
     r = h.tool('play_music', '{"query": "silent"}', cancel_after=0.3)
     assert r.status == GoalStatus.STATUS_CANCELED and 'cancelled' in r.result.error
-    assert time.monotonic() - t0 < 1.0
     assert len(h.music_goals) == n + 1
 
 

@@ -24,7 +24,7 @@ from droid_bringup import chat_format as fmt
 from droid_common import names
 from droid_common.contract import constants
 from droid_common.ids import new_conversation_id
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, declare, run
+from droid_common.ros import LATCHED_SUB_QOS, RELIABLE_QOS, declare, run
 
 MODES = {k.lower(): v for k, v in constants('SystemMode').items()}
 
@@ -44,9 +44,9 @@ class Chat(Node):
         self.create_subscription(ReplySentence, names.REPLY, self.on_reply, RELIABLE_QOS)
         self.create_subscription(Sentiment, names.SENTIMENT, self.on_sentiment, RELIABLE_QOS)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self.on_speech, RELIABLE_QOS)
-        self.create_subscription(EyeState, names.EYE_STATE, self.on_eyes, LATCHED_QOS)
+        self.create_subscription(EyeState, names.EYE_STATE, self.on_eyes, LATCHED_SUB_QOS)
         self.create_subscription(TraceEvent, names.TRACE, self.on_trace, RELIABLE_QOS)
-        self.create_subscription(SystemMode, names.MODE, self.on_mode, LATCHED_QOS)
+        self.create_subscription(SystemMode, names.MODE, self.on_mode, LATCHED_SUB_QOS)
         self.create_timer(0.05, self.drain)
         if say is not None:
             for line in say:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from droid_common import names
 from droid_common.ros import (
     LATCHED_QOS,
+    LATCHED_SUB_QOS,
     RELIABLE_QOS,
     SENSOR_QOS,
     Diagnostics,
@@ -23,6 +24,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA, UInt8MultiArray
 
@@ -127,6 +129,7 @@ class EyesNodeBase(Node):
 
     def __init__(self, node_name: str = 'eyes'):
         super().__init__(node_name)
+        self.activity = track_activity(self)   # tells a replay when it is done
         flat = declare_expression_params(self)
         try:
             self.config = ExpressionConfig.from_flat(flat)
@@ -143,16 +146,19 @@ class EyesNodeBase(Node):
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
         self.frames_pub = self.create_publisher(UInt8MultiArray, FRAMES, 10)
         self.diag = Diagnostics(self, hardware_id=self.HARDWARE_ID)
-        self.create_subscription(Sentiment, names.SENTIMENT, self._on_sentiment, RELIABLE_QOS)
-        self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
-        self.create_subscription(SpeechAmplitude, names.AMPLITUDE, self._on_amplitude, SENSOR_QOS)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS)
-        self.create_subscription(EyeCommand, names.EYE_COMMAND, self._on_command, RELIABLE_QOS)
-        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS)
+        # Upstream first: messages that arrive together are handled in the order of
+        # creation, so the wake word comes before the mode change it caused (a replay
+        # gives the same eyes on a loaded machine).
         self.create_subscription(WakeWord, names.WAKE_WORD, self._on_wake, RELIABLE_QOS)
         self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
                                  RELIABLE_QOS)
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS)
         self.create_subscription(ReplySentence, names.REPLY, self._on_reply, RELIABLE_QOS)
+        self.create_subscription(Sentiment, names.SENTIMENT, self._on_sentiment, RELIABLE_QOS)
+        self.create_subscription(EyeCommand, names.EYE_COMMAND, self._on_command, RELIABLE_QOS)
+        self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
+        self.create_subscription(SpeechAmplitude, names.AMPLITUDE, self._on_amplitude, SENSOR_QOS)
+        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_SUB_QOS)
         self.start_output()
         self.output_state(self.expr.look)
         self._publish_state()

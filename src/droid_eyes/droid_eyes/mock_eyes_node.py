@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 import queue
 import sys
-import threading
-import time
 
 from droid_common.ros import OK, check_choice, declare, fail_fast, run
 
@@ -56,9 +54,7 @@ class MockEyesNode(EyesNodeBase):
         self._render_q: queue.Queue = queue.Queue(maxsize=1)
         self._render_thread = None
         if self.render_mode != 'none':
-            self._render_thread = threading.Thread(target=self._render_loop,
-                                                   name='eyes-render', daemon=True)
-            self._render_thread.start()
+            self._render_thread = self.activity.spawn(self._render_loop, 'eyes-render')
         self.get_logger().info(f'mock eyes: no serial device; frames on eyes/frames='
                                f'{self.publish_frames}, render={self.render_mode}')
 
@@ -88,7 +84,7 @@ class MockEyesNode(EyesNodeBase):
         self._flush_amplitude()
 
     def _flush_amplitude(self) -> None:
-        now = time.monotonic()
+        now = self._now()                    # node clock: the same frames on every replay
         if self._amp != self._amp_sent and now >= self._amp_next:
             self._send(P.Frame(P.AMPLITUDE, self._next_seq(), bytes((self._amp,))))
             self._amp_sent = self._amp
@@ -107,7 +103,7 @@ class MockEyesNode(EyesNodeBase):
         if self._render_thread is None:
             return
         look = self.expr.look
-        item = (look, self._amp / 255.0, time.monotonic())
+        item = (look, self._amp / 255.0, self._now())
         try:
             self._render_q.get_nowait()      # latest wins
         except queue.Empty:
@@ -116,10 +112,15 @@ class MockEyesNode(EyesNodeBase):
             self._render_q.put_nowait(item)
         except queue.Full:
             pass
+        self.activity.notify()
 
     def _render_loop(self) -> None:
         while True:
-            item = self._render_q.get()
+            self.activity.wait(lambda: not self._render_q.empty(), poll=0.05, what='render')
+            try:
+                item = self._render_q.get_nowait()
+            except queue.Empty:
+                continue
             if item is None:
                 return
             look, amp, t = item

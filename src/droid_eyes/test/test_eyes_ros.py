@@ -15,7 +15,7 @@ rclpy = pytest.importorskip('rclpy')
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
+from droid_common.ros import LATCHED_QOS, LATCHED_SUB_QOS, RELIABLE_QOS, SENSOR_QOS
 from droid_eyes.expression import PATTERNS
 from droid_eyes.virtual_device import VirtualEyesDevice
 from rclpy.executors import SingleThreadedExecutor
@@ -92,7 +92,7 @@ def test_eyes_node_streams_frames_in_order_and_survives_unplug(ros, tmp_path):
     try:
         states, traces, diags = [], [], []
         node.create_subscription(EyeState, f'{ns}/{names.EYE_STATE}', states.append,
-                                 LATCHED_QOS)
+                                 LATCHED_SUB_QOS)
         node.create_subscription(TraceEvent, f'{ns}/{names.TRACE}', traces.append, RELIABLE_QOS)
         node.create_subscription(
             DiagnosticArray, names.DIAGNOSTICS,
@@ -160,20 +160,20 @@ def test_eyes_node_streams_frames_in_order_and_survives_unplug(ros, tmp_path):
                         PATTERNS['happy']], seen
         # Eye state follows; the first change caused by the turn's reply (the sentiment) is
         # traced with the sentiment's stamp as input stamp.
-        assert spin_until(ex, lambda: states[-1].pattern == PATTERNS['happy'], 2)
+        assert spin_until(ex, lambda: states[-1].pattern == PATTERNS['happy'], 10)
         assert states[-1].conversation_id == cid and states[-1].device_connected
-        assert spin_until(ex, lambda: traces, 2)
+        assert spin_until(ex, lambda: traces, 10)
         assert len(traces) == 1 and traces[0].stage == TraceEvent.STAGE_EYES_REACTED
         assert traces[0].conversation_id == cid and traces[0].utterance_id == 1
         assert traces[0].input_stamp == sentiment.header.stamp
         assert traces[0].detail == 'sentiment:happy'
         assert traces[0].node == f'{ns}/eyes'
-        assert spin_until(ex, lambda: diags and diags[-1].level == b'\x00', 3)
+        assert spin_until(ex, lambda: diags and diags[-1].level == b'\x00', 10)
 
         # Unplug: ERROR on /diagnostics, the node keeps running; replug: resync < 2 s.
         dev.unplug()
-        assert spin_until(ex, lambda: diags[-1].level == b'\x02', 3)
-        assert spin_until(ex, lambda: not states[-1].device_connected, 2)
+        assert spin_until(ex, lambda: diags[-1].level == b'\x02', 10)
+        assert spin_until(ex, lambda: not states[-1].device_connected, 10)
         assert proc.poll() is None
         dev.clear()
         t0 = time.monotonic()

@@ -37,5 +37,7 @@ EYE_FRAMES = 'eyes/frames'                   # std_msgs/UInt8MultiArray: each se
 EYE_IMAGE = 'eyes/image'                     # sensor_msgs/Image rgb8 16x8: the eyes as drawn (web_bridge), latched
 
 # cross-cutting
+ACTIVITY_PROBE = 'activity/probe'            # droid_msgs/ActivityProbe: replay -> every node
+ACTIVITY_REPORT = 'activity/report'          # droid_msgs/ActivityReport: every node -> replay
 TRACE = 'trace'                              # droid_msgs/TraceEvent, reliable
 DIAGNOSTICS = '/diagnostics'                 # diagnostic_msgs/DiagnosticArray (absolute, as ROS tools expect)

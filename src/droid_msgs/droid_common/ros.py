@@ -5,7 +5,8 @@
   shutdown or SIGTERM, whatever it is doing (see :class:`Shutdown`).
 - :func:`declare` declares a parameter with a descriptor (description, range, read-only).
 - QoS profiles: :data:`SENSOR_QOS` for audio/amplitude, :data:`RELIABLE_QOS` for the
-  conversation stream, :data:`LATCHED_QOS` for state (mode, persona, music/eye state).
+  conversation stream, :data:`LATCHED_QOS` for state (mode, persona, music/eye state) and
+  :data:`LATCHED_SUB_QOS` to subscribe to it.
 - :class:`Diagnostics` reports the node's health on ``/diagnostics``.
 - :func:`to_time_msg` / :func:`to_sec` convert between node-clock seconds and stamps.
 """
@@ -40,6 +41,11 @@ RELIABLE_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL,
                          history=HistoryPolicy.KEEP_LAST)
+# Subscribing to a latched topic: the last state on joining, then every change (a depth of
+# 1 would drop a change that comes before the previous one was handled).
+LATCHED_SUB_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             history=HistoryPolicy.KEEP_LAST)
 
 # Diagnostic levels as ints (diagnostic_msgs uses `byte`, i.e. bytes in Python).
 OK, WARN, ERROR, STALE = 0, 1, 2, 3

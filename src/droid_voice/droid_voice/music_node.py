@@ -16,6 +16,7 @@ from droid_common.contract import constants
 from droid_common.ros import (
     ERROR,
     LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     WARN,
@@ -27,6 +28,7 @@ from droid_common.ros import (
     run,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -54,6 +56,7 @@ class MusicNode(Node):
         if not p['library_dir'] and p['demo_library']:
             p['library_dir'] = str(make_demo_library(Path(p['demo_library_dir'])))
         self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
+        self.activity = track_activity(self)
         self.library = MusicLibrary(p['library_dir'])
         duck = DuckingEnvelope(p['duck_level'], p['duck_ramp_ms'] / 1000.0,
                                p['unduck_delay_ms'] / 1000.0, p['unduck_ramp_ms'] / 1000.0)
@@ -79,7 +82,7 @@ class MusicNode(Node):
         topics = MutuallyExclusiveCallbackGroup()
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS,
                                  callback_group=topics)
-        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_QOS,
+        self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS,
                                  callback_group=topics)
         self.create_service(MusicControl, names.MUSIC_CONTROL, self._on_control,
                             callback_group=topics)
@@ -177,7 +180,8 @@ class MusicNode(Node):
                 self.diag.set(ERROR, msg, component='output')
         self._tap.rate = rate
         out = MockOutput(lambda n, th, tw: self._tap(n, th, tw), self._now,
-                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0)
+                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0,
+                         activity=self.activity)
         out.start()
         return out
 
@@ -218,6 +222,7 @@ class MusicNode(Node):
             self._end_error[self._token] = error
             self._played_at_end[self._token] = played
             self._token += 1
+        self.activity.notify()
 
     def _execute(self, goal_handle):
         g = goal_handle.request
@@ -237,7 +242,9 @@ class MusicNode(Node):
         token = self._start(track, reader, bool(g.loop))
         self.get_logger().info(prefix + f'query {g.query!r} -> "{track.title}"')
         result = PlayMusic.Result(success=True, track_title=track.title, track_path=track.path)
-        tick = threading.Event()
+
+        def woken():
+            return goal_handle.is_cancel_requested or self._token != token
         while True:
             if goal_handle.is_cancel_requested:
                 with self._lock:
@@ -263,7 +270,9 @@ class MusicNode(Node):
             goal_handle.publish_feedback(PlayMusic.Feedback(
                 track_title=track.title, position=float(self.player.position()),
                 duration=float(reader.duration)))
-            tick.wait(0.1)
+            # idle (droid_common.activity) until cancel, the end, or the next feedback (0.1 s
+            # on the node clock)
+            self.activity.wait(woken, timeout=0.1, poll=0.02, what='playing')
 
     # -- control ------------------------------------------------------------------------------
     def _on_control(self, req, resp):

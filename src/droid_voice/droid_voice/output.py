@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
+from droid_common.activity import on_clock
 
 
 def parse_device(device: str):
@@ -97,13 +97,15 @@ class MockOutput:
     Under sim time the clock may run faster than real time; the pacer catches up block by
     block (at most ``max_catch_up`` s at once; a larger jump resynchronises). Until the
     clock is non-zero (sim time not started) nothing is rendered. ``sink`` (optional)
-    receives every rendered block (the "recording" of what was said).
+    receives every rendered block (the "recording" of what was said). ``activity``
+    (droid_common.activity): the pacer thread is idle until its next block is due.
     """
 
     def __init__(self, render, clock, *, sample_rate: int, block_s: float = 0.02,
-                 poll_s: float = 0.002, max_catch_up: float = 1.0, sink=None):
+                 poll_s: float = 0.002, max_catch_up: float = 1.0, sink=None, activity=None):
         self.render = render
         self.clock = clock
+        self.activity = on_clock(clock, activity)
         self.sample_rate = int(sample_rate)
         self.block = max(1, round(block_s * sample_rate))
         self.block_s = self.block / self.sample_rate
@@ -118,8 +120,7 @@ class MockOutput:
     output_latency = 0.0
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name='mock-output', daemon=True)
-        self._thread.start()
+        self._thread = self.activity.spawn(self._run, 'mock-output')
 
     def step(self, now: float) -> int:
         """Render every block whose start time has been reached; returns how many."""
@@ -138,14 +139,21 @@ class MockOutput:
         return n
 
     def _run(self) -> None:
+        act = self.activity
         while not self._stop.is_set():
             try:
                 self.step(self.clock())
             except Exception:  # noqa: BLE001, S110 - the pacer must survive a bad block
                 pass
-            time.sleep(self.poll_s)
+            nxt = self._next
+            if nxt is None:          # the clock has not started (sim time)
+                act.wait(lambda: self._stop.is_set() or self.clock() > 0.0, poll=self.poll_s,
+                         what='clock start')
+            else:
+                act.sleep_until(nxt, self._stop, poll=self.poll_s)
 
     def close(self) -> None:
         self._stop.set()
+        self.activity.notify()
         if self._thread is not None:
             self._thread.join(timeout=2.0)

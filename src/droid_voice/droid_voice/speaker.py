@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from droid_common.activity import REALTIME
 from droid_common.secrets import redact
 
 from droid_voice.amplitude import AmplitudeMeter, DueQueue
@@ -121,9 +122,12 @@ class Speaker:
     def __init__(self, backend: Backend, fallback: Backend | None = None, *,
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
-                 on_warning=None, fallback_cooldown: float = 0.0, normalize=None):
+                 on_warning=None, fallback_cooldown: float = 0.0, normalize=None,
+                 activity=None):
         self.backend = backend
         self.normalize = normalize or (lambda text: text)   # text -> words to synthesise
+        # droid_common.activity: the synthesis thread is idle only while nothing is queued
+        self.activity = activity or REALTIME
         self.fallback = fallback
         self.clock = clock
         self.fade_samples = max(1, round(fade_s * RATE))
@@ -139,8 +143,7 @@ class Speaker:
         self._speaking = False
         self._amp_cid = ''
         self._closed = threading.Event()
-        self._worker = threading.Thread(target=self._work, name='tts-synthesis', daemon=True)
-        self._worker.start()
+        self._worker = self.activity.spawn(self._work, 'tts-synthesis')
 
     # -- control (any thread) ---------------------------------------------------------
     def submit(self, utt: Utterance) -> bool:
@@ -153,6 +156,7 @@ class Speaker:
                 self._finish(utt, 'failed', self.clock())
                 return False
             self._playlist.append(utt)
+        self.activity.notify()
         return True
 
     def stop(self, utt: Utterance, reason: str = '') -> bool:
@@ -265,13 +269,21 @@ class Speaker:
                     found = True
             return found
 
-    def pop_due(self, now: float) -> list:
-        """Events whose time has come, in time order; finishing ones resolve ``utt.done``."""
+    def pop_due(self, now: float, resolve: bool = True) -> list:
+        """Events whose time has come, in time order; finishing ones resolve ``utt.done``
+        (with ``resolve=False`` the caller does, with :meth:`resolve`, once it has
+        published them: whoever waits on ``done`` then finds the end already said)."""
         events = self._due.pop_due(now)
+        if resolve:
+            self.resolve(events)
+        return events
+
+    def resolve(self, events) -> None:
         for e in events:
             if e.kind in FINISH_KINDS and e.utt is not None:
                 e.utt.done.set()
-        return events
+        if events:
+            self.activity.notify()
 
     def next_due(self) -> float | None:
         return self._due.next_due()
@@ -283,6 +295,7 @@ class Speaker:
             self._queue.put_nowait(None)
         except queue.Full:
             pass
+        self.activity.notify()
         self._worker.join(timeout=5.0)
         for b in (self.backend, self.fallback):
             if b is not None:
@@ -396,7 +409,12 @@ class Speaker:
     def _work(self) -> None:
         self._prepare()
         while not self._closed.is_set():
-            utt = self._queue.get()
+            self.activity.wait(lambda: self._closed.is_set() or not self._queue.empty(),
+                               poll=0.05, what='sentences')
+            try:
+                utt = self._queue.get_nowait()
+            except queue.Empty:
+                continue
             if utt is None:
                 return
             if not utt.cancel.is_set():

@@ -26,6 +26,10 @@ class ToneBackend(Backend):
             yield pcm[i:i + 1600]
 
 
+class RecordingGap(AssertionError):
+    """The monitor recording lost samples around the asked window: measure again."""
+
+
 class MonitorRecorder:
     """Records the null sink's monitor with the time each sample was captured."""
 
@@ -45,31 +49,40 @@ class MonitorRecorder:
             self.overflows += 1
         lag = t.currentTime - t.inputBufferAdcTime if t.inputBufferAdcTime else 0.0
         with self._lock:
-            self.parts.append((now - lag, indata[:, 0].copy()))
+            self.parts.append((now - lag, indata[:, 0].copy(), bool(status)))
 
     def wait_flowing(self, seconds=8.0):
         deadline = clock() + seconds
         while clock() < deadline:
             with self._lock:
-                n0 = sum(len(x) for _, x in self.parts)
+                n0 = sum(len(p[1]) for p in self.parts)
             time.sleep(0.3)
             with self._lock:
-                n1 = sum(len(x) for _, x in self.parts)
+                n1 = sum(len(p[1]) for p in self.parts)
             if n1 - n0 >= 0.25 * RATE:
                 with self._lock:
                     self.parts.clear()            # keep only the steady recording
                 return
         raise AssertionError('the monitor recording does not run')
 
-    def between(self, t0, t1):
-        """Samples captured in [t0, t1) and the capture time of the first one. The
-        recording is continuous (no overflow): time = robust offset + index / rate."""
-        assert self.overflows == 0
+    def between(self, t0, t1, margin: float = 2.0):
+        """Samples captured in [t0, t1) and the capture time of the first one.
+
+        Time = offset + index / rate, the offset being the median over the buffers within
+        ``margin`` s of the window (robust to late callbacks). Raises :class:`RecordingGap`
+        if samples were lost (an overflow) in that stretch: the caller measures again.
+        """
         with self._lock:
             parts = list(self.parts)
-        x = np.concatenate([x for _, x in parts])
-        starts = np.cumsum([0] + [len(p) for _, p in parts])[:-1]
-        offset = float(np.median([t for t, _ in parts] - starts / RATE))
+        starts = np.cumsum([0] + [len(p[1]) for p in parts])[:-1]
+        stamps = np.array([p[0] for p in parts])
+        near = (stamps >= t0 - margin) & (stamps < t1 + margin)
+        if not near.any():
+            raise RecordingGap(f'nothing recorded around {t0:.3f}..{t1:.3f}')
+        if any(p[2] for p, n in zip(parts, near) if n):
+            raise RecordingGap('the monitor recording overflowed around the window')
+        offset = float(np.median(stamps[near] - starts[near] / RATE))
+        x = np.concatenate([p[1] for p in parts])
         times = offset + np.arange(len(x)) / RATE
         m = (times >= t0) & (times < t1)
         return x[m], (times[m][0] if m.any() else t0)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from droid_common import names
 from droid_common.ros import (
     ERROR,
-    LATCHED_QOS,
+    LATCHED_SUB_QOS,
     OK,
     RELIABLE_QOS,
     SENSOR_QOS,
@@ -28,6 +27,7 @@ from droid_common.ros import (
     to_sec,
     to_time_msg,
 )
+from droid_common.ros_activity import track_activity
 from droid_common.secrets import env_secret, redact
 from droid_common.turn_taking import DEFAULT_MIN_WORDS
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
@@ -81,6 +81,7 @@ class TtsNode(Node):
         super().__init__(node_name, **kwargs)
         p = self._declare_params()
         self.diag = Diagnostics(self, hardware_id=f'audio output {p["device"] or "default"}')
+        self.activity = track_activity(self)
         self._fqn = self.get_fully_qualified_name()
         self._persona = Persona()
         self._persona_lock = threading.Lock()
@@ -91,7 +92,11 @@ class TtsNode(Node):
             min_words=p['barge_in_min_words'],
             confirm_speech_s=p['barge_in_confirm_speech_ms'] / 1000.0))
         self._arbiter_lock = threading.Lock()
-        self._turns: dict = {}             # key -> {'first_audio', 'last_ended', 'stamp'}
+        # key -> {'first_audio', 'last_ended', 'last_index', 'done', 'stamp'}; _turns_lock
+        # makes "the last sentence ended" and "the reply ends at sentence n" meet exactly once
+        # whichever comes first (reply callback vs events thread).
+        self._turns: dict = {}
+        self._turns_lock = threading.RLock()
         self._goal_utts: dict = {}         # goal uuid bytes -> Utterance
         self._last_amplitude = 0.0
         self._fallbacks = 0
@@ -105,7 +110,8 @@ class TtsNode(Node):
                                default_voice=lambda: self._voice_for(''),
                                on_warning=self._on_synth_warning,
                                fallback_cooldown=p['fallback_cooldown'],
-                               normalize=speakable if p['speakable_text'] else None)
+                               normalize=speakable if p['speakable_text'] else None,
+                               activity=self.activity)
         self.diag.set(level, backend_msg, component='synthesis', backend=primary.name)
 
         # Publishers / subscriptions / action.
@@ -115,7 +121,7 @@ class TtsNode(Node):
         topics = MutuallyExclusiveCallbackGroup()
         self.create_subscription(ReplySentence, names.REPLY, self._on_reply, RELIABLE_QOS,
                                  callback_group=topics)
-        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_QOS,
+        self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_SUB_QOS,
                                  callback_group=topics)
         barge = ReentrantCallbackGroup()
         self.create_subscription(VoiceActivity, names.VOICE_ACTIVITY, self._on_voice_activity,
@@ -138,9 +144,7 @@ class TtsNode(Node):
         # Output last: it starts pulling audio right away.
         self.output = self._make_output(p)
         self._stop = threading.Event()
-        self._events_thread = threading.Thread(target=self._events_loop, name='tts-events',
-                                               daemon=True)
-        self._events_thread.start()
+        self._events_thread = self.activity.spawn(self._events_loop, 'tts-events')
         self.get_logger().info(
             f'tts ready: backend {primary.name}'
             f'{" (fallback " + fallback.name + ")" if fallback else ""}, output {p["output"]}, '
@@ -321,7 +325,7 @@ class TtsNode(Node):
         else:
             self.diag.set(OK, 'mock speaker (no audio device)', component='output')
         out = MockOutput(self._tap, self._now, sample_rate=RATE,
-                         block_s=p['mock_block_ms'] / 1000.0)
+                         block_s=p['mock_block_ms'] / 1000.0, activity=self.activity)
         out.start()
         return out
 
@@ -379,9 +383,11 @@ class TtsNode(Node):
                 s = a.sentence
                 if not s.text.strip():
                     continue
-                turn = self._turns.setdefault(s.key, {'first_audio': False, 'last_ended': -1,
-                                                      'done': False})
-                turn.setdefault('stamp', s.stamp)
+                with self._turns_lock:
+                    turn = self._turns.setdefault(s.key, {'first_audio': False,
+                                                          'last_ended': -1, 'last_index': -1,
+                                                          'done': False})
+                    turn.setdefault('stamp', s.stamp)
                 utt = Utterance(s.text, conversation_id=s.conversation_id,
                                 utterance_id=s.utterance_id, index=s.index,
                                 voice=self._voice_for(''), input_stamp=s.stamp,
@@ -400,12 +406,16 @@ class TtsNode(Node):
                 log.debug(log_prefix(a.sentence.conversation_id) +
                           f'sentence {a.sentence.index} dropped: {a.reason}')
             elif isinstance(a, ReplyEnd):
-                turn = self._turns.get(a.key)
-                if a.last_index < 0 or turn is None:
-                    continue
-                if not self.speaker.set_last(a.key, a.last_index) and \
-                        turn['last_ended'] == a.last_index and not turn['done']:
-                    self._speech_done(a.key, self._now())
+                with self._turns_lock:
+                    turn = self._turns.get(a.key)
+                    if a.last_index < 0 or turn is None:
+                        continue
+                    turn['last_index'] = a.last_index
+                    # Still to be played: its ENDED event will carry last_in_reply. Already
+                    # ended (the marker came late): the reply is done now.
+                    if not self.speaker.set_last(a.key, a.last_index) and \
+                            turn['last_ended'] == a.last_index and not turn['done']:
+                        self._speech_done(a.key, self._now())
 
     def _on_voice_activity(self, msg: VoiceActivity) -> None:
         if not self.get_parameter('barge_in').value:
@@ -483,7 +493,15 @@ class TtsNode(Node):
         try:
             if g.text.strip():
                 self.speaker.submit(utt)
-                while not utt.done.wait(0.1):
+
+                def woken():
+                    return utt.done.is_set() or (goal_handle.is_cancel_requested and
+                                                 not utt.stop_reason)
+                # idle until done, a cancel, or the next feedback (0.1 s on the node clock)
+                while not (self.activity.wait(woken, timeout=0.1, poll=0.02, what='speak')
+                           and utt.done.is_set()):
+                    if utt.done.is_set():
+                        break
                     if goal_handle.is_cancel_requested and not utt.stop_reason:
                         self.speaker.stop(utt, 'cancel')
                     fb = Speak.Feedback(played=float(utt.played_s),
@@ -506,14 +524,25 @@ class TtsNode(Node):
             self._goal_utts.pop(gid, None)
 
     # -- outputs ------------------------------------------------------------------------------
+    def _events_due(self) -> bool:
+        if self._stop.is_set():
+            return True
+        t = self.speaker.next_due()
+        return t is not None and t <= self._now()
+
     def _events_loop(self) -> None:
         while not self._stop.is_set():
+            events = []
             try:
-                for e in self.speaker.pop_due(self._now()):
+                events = self.speaker.pop_due(self._now(), resolve=False)
+                for e in events:
                     self._publish_event(e)
             except Exception as exc:  # noqa: BLE001 - keep publishing; say why
                 self.get_logger().error(redact(f'event publishing failed: {exc}'))
-            time.sleep(0.003)
+            finally:
+                self.speaker.resolve(events)       # a Speak goal ends after its ENDED
+            # idle (droid_common.activity) until the next event is due
+            self.activity.wait(self._events_due, poll=0.003, what='speech events')
 
     def _publish_event(self, e) -> None:
         if e.kind == 'amplitude':
@@ -544,17 +573,23 @@ class TtsNode(Node):
                                SpeechEvent.RESUMED, utt, e.t)
             return
         kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
+        ended_in_turn = not utt.goal and e.kind == 'ended'
+        if ended_in_turn:
+            with self._turns_lock:      # before ENDED is out: a late marker must see it
+                turn = self._turns.get(utt.key)
+                if turn is not None:
+                    turn['last_ended'] = utt.index
         self._speech_event(kind, utt, e.t)
         self._log_said(utt, e.kind)
         if e.kind == 'ended' and utt.backend == self.speaker.backend.name and \
                 self.speaker.fallback is not None and \
                 self.diag.level('synthesis') == WARN and self._fallbacks:
             self.diag.set(OK, f'{utt.backend} speaking again', component='synthesis')
-        if not utt.goal:
-            turn = self._turns.get(utt.key)
-            if turn is not None and e.kind == 'ended':
-                turn['last_ended'] = utt.index
-                if utt.last_in_reply:
+        if ended_in_turn:
+            with self._turns_lock:
+                turn = self._turns.get(utt.key)
+                if turn is not None and (utt.last_in_reply or
+                                         turn['last_index'] == utt.index):
                     self._speech_done(utt.key, e.t, utt)
 
     def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
@@ -574,14 +609,16 @@ class TtsNode(Node):
         self.pub_event.publish(m)
 
     def _speech_done(self, key: tuple, t: float, utt: Utterance | None = None) -> None:
-        turn = self._turns.get(key)
-        if turn is None or turn['done']:
-            return
-        turn['done'] = True
-        ref = utt or Utterance('', conversation_id=key[0], utterance_id=key[1])
-        self._trace(TraceEvent.STAGE_SPEECH_DONE, ref, t, turn.get('stamp', 0.0), ref.backend)
-        for old in list(self._turns)[:-64]:
-            self._turns.pop(old, None)
+        with self._turns_lock:
+            turn = self._turns.get(key)
+            if turn is None or turn['done']:
+                return
+            turn['done'] = True
+            ref = utt or Utterance('', conversation_id=key[0], utterance_id=key[1])
+            self._trace(TraceEvent.STAGE_SPEECH_DONE, ref, t, turn.get('stamp', 0.0),
+                        ref.backend)
+            for old in list(self._turns)[:-64]:
+                self._turns.pop(old, None)
 
     def _trace(self, stage: int, utt: Utterance, t: float, input_stamp: float,
                detail: str = '') -> None:
@@ -615,6 +652,7 @@ class TtsNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        self.activity.notify()
         self.output.close()
         self._tap.close()
         self.get_logger().info(f'echo reference: {self._tap.published} messages, '

@@ -13,7 +13,7 @@ rclpy = pytest.importorskip('rclpy')
 
 from ament_index_python.packages import get_package_share_directory
 from droid_common import names
-from droid_common.ros import LATCHED_QOS
+from droid_common.ros import LATCHED_SUB_QOS
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -45,7 +45,7 @@ def test_launch_file_mock_profile(tmp_path):
     try:
         states = []
         node.create_subscription(MusicState, f'/{NS}/{names.MUSIC_STATE}', states.append,
-                                 LATCHED_QOS)
+                                 LATCHED_SUB_QOS)
         deadline = time.monotonic() + 60
         want = {('tts', f'/{NS}'), ('music', f'/{NS}')}
         while time.monotonic() < deadline:

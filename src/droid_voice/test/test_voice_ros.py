@@ -17,7 +17,8 @@ rclpy = pytest.importorskip('rclpy')
 import soundfile as sf
 from diagnostic_msgs.msg import DiagnosticArray
 from droid_common import names
-from droid_common.ros import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec, to_time_msg
+from droid_common.ros import (LATCHED_QOS, LATCHED_SUB_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec,
+                              to_time_msg)
 from droid_common.testing import PulseAudioServer
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.music_node import MusicNode
@@ -26,6 +27,7 @@ from rclpy.action import ActionClient
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from droid_msgs.action import PlayMusic, Speak
@@ -122,7 +124,10 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
     rig = Rig(ctx, tts_node(ctx, words_per_minute=240.0, record_path=str(record)))
     try:
         ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
-        amp = rig.collect(SpeechAmplitude, names.AMPLITUDE, SENSOR_QOS)
+        # best effort like the topic, but a deep queue: a loaded test machine must not make
+        # this probe drop amplitude messages (the node publishes them in bursts)
+        amp = rig.collect(SpeechAmplitude, names.AMPLITUDE,
+                          QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
         trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
         reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
         assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
@@ -131,14 +136,14 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
         reply.publish(sentence(rig, 'c1', 1, 1, 'I am a droid today.'))
         reply.publish(sentence(rig, 'c1', 1, 2, final=True))
         assert rig.wait_for(lambda: len(ev) >= 4 and
-                            any(t.stage == TraceEvent.STAGE_SPEECH_DONE for t in trace), 15)
+                            any(t.stage == TraceEvent.STAGE_SPEECH_DONE for t in trace), 30)
         assert events_of(ev) == [(0, S), (0, E), (1, S), (1, E)]
         assert [m.last_in_reply for m in ev] == [False, False, True, True]   # marker seen
         assert all(m.backend == 'mock' and m.conversation_id == 'c1' for m in ev)
         assert ev[1].played == pytest.approx(0.75, abs=0.03)       # 3 words at 240 wpm
         assert to_sec(ev[1].header.stamp) - to_sec(ev[0].header.stamp) == \
             pytest.approx(0.75, abs=0.03)
-        rig.wait_for(lambda: amp and amp[-1].amplitude == 0.0, 2)
+        rig.wait_for(lambda: amp and amp[-1].amplitude == 0.0, 20)
         speaking = to_sec(ev[3].header.stamp) - to_sec(ev[0].header.stamp)
         in_speech = [m for m in amp if m.amplitude > 0]
         assert len(amp) / speaking >= 30 and in_speech
@@ -150,15 +155,42 @@ def test_reply_sentences_become_speech_amplitude_and_trace(ctx, tmp_path):
         assert fa.node == '/tts' and fa.conversation_id == 'c1' and fa.utterance_id == 1
         # The end marker may also come after the last sentence has finished playing.
         reply.publish(sentence(rig, 'c1', 2, 0, 'Late marker.'))
-        assert rig.wait_for(lambda: events_of(ev)[-1] == (0, E) and len(ev) == 6, 10)
+        assert rig.wait_for(lambda: events_of(ev)[-1] == (0, E) and len(ev) == 6, 20)
         assert not ev[-1].last_in_reply
         reply.publish(sentence(rig, 'c1', 2, 1, final=True))
         assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE and
-                                        t.utterance_id == 2 for t in trace), 5)
+                                        t.utterance_id == 2 for t in trace), 20)
         lines = [json.loads(x) for x in record.read_text().splitlines()]
         assert [x['text'] for x in lines] == ['Hello there friend.', 'I am a droid today.',
                                               'Late marker.']
         assert lines[1]['last_in_reply'] and lines[1]['status'] == 'completed'
+    finally:
+        rig.close()
+
+
+def test_a_marker_right_after_the_last_ended_still_ends_the_reply(ctx):
+    """The end marker handled while the events thread is still busy after publishing the
+    last ENDED (here: writing the record slowly) still gives SPEECH_DONE."""
+    node = tts_node(ctx, words_per_minute=240.0)
+    rig = Rig(ctx, node)
+    slow = threading.Event()
+    said = node._log_said
+
+    def slow_log_said(utt, how):
+        said(utt, how)
+        slow.set()
+        time.sleep(1.0)
+    node._log_said = slow_log_said
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'm1', 1, 0, 'Only one.'))
+        assert rig.wait_for(lambda: events_of(ev) == [(0, S), (0, E)] and slow.is_set(), 20)
+        reply.publish(sentence(rig, 'm1', 1, 1, final=True))    # while the thread sleeps
+        assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE
+                                        for t in trace), 20)
     finally:
         rig.close()
 
@@ -175,27 +207,30 @@ def test_barge_in_and_newer_conversation(ctx):
                             va.get_subscription_count() > 0)
         reply.publish(sentence(rig, 'c1', 1, 0, 'one two three four five six'))
         reply.publish(sentence(rig, 'c1', 1, 1, 'seven eight'))
-        assert rig.wait_for(lambda: events_of(ev) == [(0, S)], 10)
+        assert rig.wait_for(lambda: events_of(ev) == [(0, S)], 20)
         time.sleep(0.3)
         m = VoiceActivity(conversation_id='c1', speaking=True, probability=0.9,
                           during_droid_speech=True)
         m.header.stamp = to_time_msg(rig.now())
-        t_va = rig.now()
         va.publish(m)
-        assert rig.wait_for(lambda: len(ev) >= 2, 2)
+        assert rig.wait_for(lambda: len(ev) >= 2)
         assert events_of(ev) == [(0, S), (0, I)]
-        assert to_sec(ev[1].header.stamp) - t_va < 0.15           # silent within 150 ms
         assert ev[1].played < 1.0
+        assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_BARGE_IN for t in trace))
         bi = [t for t in trace if t.stage == TraceEvent.STAGE_BARGE_IN]
         assert len(bi) == 1 and bi[0].detail == 'voice activity'
+        assert to_sec(bi[0].input_stamp) == pytest.approx(to_sec(m.header.stamp))
+        # silent within 150 ms of the node handling the voice activity (the fade and a
+        # block; how long the message took to arrive on a loaded machine is not the node's)
+        assert to_sec(ev[1].header.stamp) - to_sec(bi[0].header.stamp) < 0.15
         reply.publish(sentence(rig, 'c1', 1, 2, 'more of the interrupted turn'))
         time.sleep(0.5)
         assert len(ev) == 2                                        # rest of the turn dropped
         # A new conversation interrupts the current one; the old one's late sentences drop.
         reply.publish(sentence(rig, 'c2', 1, 0, 'one two three four five six'))
-        assert rig.wait_for(lambda: (0, S) in events_of(ev, 'c2'), 5)
+        assert rig.wait_for(lambda: (0, S) in events_of(ev, 'c2'), 20)
         reply.publish(sentence(rig, 'c3', 4, 0, 'newest'))
-        assert rig.wait_for(lambda: events_of(ev, 'c3') == [(0, S), (0, E)], 5)
+        assert rig.wait_for(lambda: events_of(ev, 'c3') == [(0, S), (0, E)], 20)
         assert events_of(ev, 'c2') == [(0, S), (0, I)]
         reply.publish(sentence(rig, 'c2', 1, 1, 'stale'))
         time.sleep(0.5)
@@ -208,37 +243,41 @@ def test_speak_action_completes_and_cancel_interrupts(ctx):
     rig = Rig(ctx, tts_node(ctx, words_per_minute=240.0))
     try:
         ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
         client = ActionClient(rig.probe, Speak, names.SPEAK)
         assert client.wait_for_server(timeout_sec=10)
         feedback = []
         fut = client.send_goal_async(Speak.Goal(text='one two three four', conversation_id='g'),
                                      feedback_callback=feedback.append)
-        assert rig.wait_for(fut.done, 5)
+        assert rig.wait_for(fut.done, 20)
         res = fut.result().get_result_async()
-        assert rig.wait_for(res.done, 10)
+        assert rig.wait_for(res.done, 20)
         r = res.result().result
         assert r.status == Speak.Result.COMPLETED and r.backend == 'mock' and r.error == ''
         assert r.played == pytest.approx(1.0, abs=0.03)
         assert feedback and feedback[-1].feedback.duration_estimate == pytest.approx(1.0, 0.05)
-        assert events_of(ev, 'g') == [(0, S), (0, E)]
+        assert rig.wait_for(lambda: events_of(ev, 'g') == [(0, S), (0, E)])
 
         fut = client.send_goal_async(Speak.Goal(text='one two three four five six seven'))
-        assert rig.wait_for(fut.done, 5)
+        assert rig.wait_for(fut.done, 20)
         handle = fut.result()
-        assert rig.wait_for(lambda: len(ev) >= 3, 5)
+        assert rig.wait_for(lambda: len(ev) >= 3, 20)
         time.sleep(0.2)
-        t0 = rig.now()
         handle.cancel_goal_async()
         res = handle.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done)
         r = res.result().result
         assert r.status == Speak.Result.INTERRUPTED and r.played < 1.0
-        assert ev[-1].event == I and to_sec(ev[-1].header.stamp) - t0 < 0.15
+        assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_BARGE_IN for t in trace))
+        (bi,) = [t for t in trace if t.stage == TraceEvent.STAGE_BARGE_IN]
+        assert bi.detail == 'cancel'
+        # silent within 150 ms of the node handling the cancel
+        assert ev[-1].event == I and to_sec(ev[-1].header.stamp) - to_sec(bi.header.stamp) < 0.15
 
         fut = client.send_goal_async(Speak.Goal(text='   '))
-        assert rig.wait_for(fut.done, 5)
+        assert rig.wait_for(fut.done, 20)
         res = fut.result().get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         assert res.result().result.status == Speak.Result.FAILED
     finally:
         rig.close()
@@ -253,7 +292,7 @@ def test_persona_voice_is_used_by_the_offline_backend(ctx):
 
         def played(text):
             fut = client.send_goal_async(Speak.Goal(text=text))
-            assert rig.wait_for(fut.done, 5)
+            assert rig.wait_for(fut.done, 20)
             res = fut.result().get_result_async()
             assert rig.wait_for(res.done, 30)
             return res.result().result
@@ -261,7 +300,8 @@ def test_persona_voice_is_used_by_the_offline_backend(ctx):
         text = 'The quick brown fox jumps over the lazy dog.'
         fast = played(text)
         persona.publish(Persona(name='slow', offline_voice='en-us', offline_rate_wpm=80.0))
-        time.sleep(0.5)
+        node = rig.nodes[0]
+        assert rig.wait_for(lambda: node._persona.name == 'slow')
         slow = played(text)
         assert fast.backend == slow.backend == 'espeak'
         assert slow.played > 1.6 * fast.played
@@ -282,7 +322,8 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
             assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
             persona.publish(Persona(name='rex', elevenlabs_voice_id='rex-voice'))
-            time.sleep(0.5)
+            node = rig.nodes[0]
+            assert rig.wait_for(lambda: node._persona.elevenlabs_voice_id == 'rex-voice')
             reply.publish(sentence(rig, 'e1', 1, 0, 'Fine sentence.'))
             reply.publish(sentence(rig, 'e1', 1, 1, 'This one will EXPLODE on the way.'))
             reply.publish(sentence(rig, 'e1', 1, 2, 'Fine again.'))
@@ -310,13 +351,13 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             client = ActionClient(rig.probe, Speak, names.SPEAK)
             assert client.wait_for_server(timeout_sec=10)
             fut = client.send_goal_async(Speak.Goal(text='No key here.'))
-            assert rig.wait_for(fut.done, 5)
+            assert rig.wait_for(fut.done, 20)
             res = fut.result().get_result_async()
             assert rig.wait_for(res.done, 20)
             assert res.result().result.backend == 'piper'
             assert rig.wait_for(lambda: any('no ELEVENLABS_API_KEY' in s.message and
                                             s.level == b'\x01'
-                                            for a in diag for s in a.status), 5)
+                                            for a in diag for s in a.status), 20)
         finally:
             rig.close()
 
@@ -333,9 +374,9 @@ def test_mock_speaker_is_paced_by_sim_time(ctx):
         sim = {'t': 1000.0}
         stop = threading.Event()
 
-        def tick():                                # 10x faster than real time
+        def tick():                                # 25x faster than real time
             while not stop.is_set():
-                sim['t'] += 0.02
+                sim['t'] += 0.05
                 clock_pub.publish(Clock(clock=to_time_msg(sim['t'])))
                 time.sleep(0.002)
 
@@ -347,7 +388,7 @@ def test_mock_speaker_is_paced_by_sim_time(ctx):
         m.header.stamp = to_time_msg(sim['t'])
         wall0 = time.monotonic()
         reply.publish(m)
-        assert rig.wait_for(lambda: len(ev) >= 2, 10)
+        assert rig.wait_for(lambda: len(ev) >= 2, 20)
         wall = time.monotonic() - wall0
         stop.set()
         th.join()
@@ -355,7 +396,7 @@ def test_mock_speaker_is_paced_by_sim_time(ctx):
         assert events_of(ev) == [(0, S), (0, E)]
         assert t0 > 1000.0                          # stamped on the sim clock
         assert t1 - t0 == pytest.approx(6.0, abs=0.05)
-        assert wall < 3.0                           # much faster than the 6 s of speech
+        assert wall < 4.0                           # much faster than the 6 s of speech
     finally:
         rig.close()
 
@@ -386,10 +427,10 @@ def send(rig, client, goal, timeout=5.0):
 
 def test_music_action_ducking_control_and_modes(ctx, library):
     rig = Rig(ctx, music_node(ctx, library_dir=str(library), volume=0.8, duck_level=0.25,
-                              duck_ramp_ms=100.0, unduck_delay_ms=200.0,
+                              duck_ramp_ms=300.0, unduck_delay_ms=200.0,
                               unduck_ramp_ms=200.0))
     try:
-        states = rig.collect(MusicState, names.MUSIC_STATE, LATCHED_QOS)
+        states = rig.collect(MusicState, names.MUSIC_STATE, LATCHED_SUB_QOS)
         speech = rig.pub(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
         mode = rig.pub(SystemMode, names.MODE, LATCHED_QOS)
         client = ActionClient(rig.probe, PlayMusic, names.MUSIC_PLAY)
@@ -400,9 +441,9 @@ def test_music_action_ducking_control_and_modes(ctx, library):
         feedback = []
         fut = client.send_goal_async(PlayMusic.Goal(query='cantina', volume=-1.0),
                                      feedback_callback=feedback.append)
-        assert rig.wait_for(fut.done, 5)
+        assert rig.wait_for(fut.done, 20)
         handle = fut.result()
-        assert rig.wait_for(lambda: len(feedback) >= 3, 5)
+        assert rig.wait_for(lambda: len(feedback) >= 3, 20)
         fb = [f.feedback for f in feedback]
         assert fb[-1].track_title == 'Cantina Band' and fb[-1].duration == pytest.approx(3.0)
         assert fb[-1].position > fb[0].position
@@ -411,24 +452,31 @@ def test_music_action_ducking_control_and_modes(ctx, library):
 
         # Ducking under speech, visible on the state topic.
         n0 = len(states)
-        t_start = rig.now()
         m = SpeechEvent(event=SpeechEvent.STARTED, conversation_id='c')
-        m.header.stamp = to_time_msg(t_start)
+        m.header.stamp = to_time_msg(rig.now())
         speech.publish(m)
         assert rig.wait_for(lambda: states[-1].ducked and
-                            states[-1].effective_volume == pytest.approx(0.2, abs=1e-3), 2)
+                            states[-1].effective_volume == pytest.approx(0.2, abs=1e-3))
         ramp = [s for s in states[n0:] if s.ducked]
-        reached = next(s for s in ramp if s.effective_volume == pytest.approx(0.2, abs=1e-3))
-        assert to_sec(reached.header.stamp) - t_start < 0.2        # ~100 ms ramp
+        # The ramp, read from the states' own stamps (not from when they arrived): it
+        # starts when the node ducks (the first ducked state), lasts 300 ms, passes through
+        # intermediate values and ends at 0.8 x 0.25.
+        t_duck = to_sec(ramp[0].header.stamp)
+        for s in ramp:
+            dt = to_sec(s.header.stamp) - t_duck
+            if dt < 0.28:
+                assert s.effective_volume > 0.2 + 1e-3, (dt, s.effective_volume)
+            elif dt > 0.32:
+                assert s.effective_volume == pytest.approx(0.2, abs=1e-3), dt
         assert any(0.21 < s.effective_volume < 0.79 for s in ramp)  # intermediate values
         speech.publish(SpeechEvent(event=SpeechEvent.ENDED, conversation_id='c'))
         assert rig.wait_for(lambda: not states[-1].ducked and
-                            states[-1].effective_volume == pytest.approx(0.8, abs=1e-3), 3)
+                            states[-1].effective_volume == pytest.approx(0.8, abs=1e-3), 20)
 
         # Control: volume, pause/resume, next (ends the goal), stop.
         def call(cmd, volume=0.0):
             f = control.call_async(MusicControl.Request(command=cmd, volume=volume))
-            assert rig.wait_for(f.done, 5)
+            assert rig.wait_for(f.done, 20)
             return f.result()
 
         r = call(MusicControl.Request.SET_VOLUME, 0.5)
@@ -439,7 +487,7 @@ def test_music_action_ducking_control_and_modes(ctx, library):
         r = call(MusicControl.Request.NEXT)
         assert r.success and r.state.track_title == 'Imperial March'
         res = handle.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         assert res.result().result.success and res.result().result.track_title == \
             'Cantina Band'
         assert call(MusicControl.Request.STOP).state.state == MusicState.STOPPED
@@ -449,13 +497,13 @@ def test_music_action_ducking_control_and_modes(ctx, library):
         time.sleep(0.3)
         h.cancel_goal_async()
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         assert res.result().result.success and 0.1 < res.result().result.played < 3.0
-        assert rig.wait_for(lambda: states[-1].state == MusicState.STOPPED, 2)
+        assert rig.wait_for(lambda: states[-1].state == MusicState.STOPPED, 20)
 
         h = send(rig, client, PlayMusic.Goal(query='jabba', volume=-1.0))
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5)                           # the 1 s MP3 ends
+        assert rig.wait_for(res.done, 20)                           # the 1 s MP3 ends
         r = res.result().result
         assert r.success and r.track_title == 'Jabba Flow' and r.played == \
             pytest.approx(1.0, abs=0.1)
@@ -464,18 +512,18 @@ def test_music_action_ducking_control_and_modes(ctx, library):
         time.sleep(0.3)
         mode.publish(SystemMode(mode=SystemMode.SLEEP, previous_mode=SystemMode.AMBIENT))
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5) and res.result().result.success
-        assert rig.wait_for(lambda: states[-1].state == MusicState.STOPPED, 2)
+        assert rig.wait_for(res.done, 20) and res.result().result.success
+        assert rig.wait_for(lambda: states[-1].state == MusicState.STOPPED, 20)
 
         # Clear errors, no crash.
         h = send(rig, client, PlayMusic.Goal(query='broken', volume=-1.0))
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         r = res.result().result
         assert not r.success and 'cannot read Broken.ogg' in r.error
         h = send(rig, client, PlayMusic.Goal(query='zzzz qqqq', volume=-1.0))
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         assert not res.result().result.success and 'no track matches' in \
             res.result().result.error
     finally:
@@ -489,7 +537,7 @@ def test_music_without_library_fails_cleanly(ctx, tmp_path):
         assert client.wait_for_server(timeout_sec=10)
         h = send(rig, client, PlayMusic.Goal(query='anything', volume=-1.0))
         res = h.get_result_async()
-        assert rig.wait_for(res.done, 5)
+        assert rig.wait_for(res.done, 20)
         r = res.result().result
         assert not r.success and 'does not exist' in r.error
     finally:
@@ -518,7 +566,7 @@ def test_mock_speaker_keeps_the_real_contract(ctx):
                                         p.get_subscriber_names_and_types_by_node(name, '/')])))
             time.sleep(1.0)
             assert rig.wait_for(lambda: graph('tts_real') == graph('tts') and
-                                len(graph('tts')[0]) >= 4, 10)
+                                len(graph('tts')[0]) >= 4, 20)
             pubs, subs = graph('tts')
             for topic in (names.SPEECH_EVENT, names.AMPLITUDE, names.TRACE):
                 assert any(t == '/' + topic for t, _ in pubs)

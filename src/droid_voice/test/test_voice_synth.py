@@ -89,11 +89,15 @@ def test_websocket_is_opened_ahead_so_the_handshake_is_off_the_critical_path():
             assert f.ws_connections == 2
             time.sleep(0.6)                                 # the sentence comes later
             t0 = time.monotonic()
-            chunks = list(b.stream('warm start', VoiceSpec()))
-            warm_total = time.monotonic() - t0
+            stream = iter(b.stream('warm start', VoiceSpec()))
+            chunks = [next(stream)]
+            warm_first = time.monotonic() - t0
+            chunks += list(stream)
             assert f.ws_connections == 2                     # the prepared one was used
             assert np.array_equal(np.concatenate(chunks), f.audio_for('warm start'))
-            assert cold >= 0.4 and warm_total < 0.3
+            # a handshake costs the fake server's 0.4 s: the cold start paid it, the warm
+            # start's first audio came sooner than any handshake could
+            assert cold >= 0.4 and warm_first < 0.4
         finally:
             b.close()
 
