@@ -38,10 +38,10 @@ class Driver:
     def t(self):
         return self.i * F
 
-    def feed(self, n=1, prob=0.0, wake=0.0):
+    def feed(self, n=1, prob=0.0, wake=0.0, amp=None):
         out = []
         for _ in range(n):
-            samples = np.full(1280, self.i % 30000, dtype=np.int16)
+            samples = np.full(1280, self.i % 30000 if amp is None else amp, dtype=np.int16)
             out += self.core.process(self.t, samples, {'hey_jarvis': wake}, prob)
             self.i += 1
         self.events += out
@@ -61,26 +61,34 @@ class Driver:
         return [e for e in self.of(TraceMark) if e.stage == STAGE[stage]]
 
 
-def test_wake_word_starts_conversation_with_preroll_and_silence_ends_it():
+def test_wake_word_is_cut_out_of_the_audio_and_silence_ends_it():
     d = Driver(mode='IDLE', preroll_ms=400, silence_ms=600, min_speech_ms=160)
-    d.feed(10, prob=0.0)                       # background
-    d.feed(3, prob=0.9)                        # "hey jarvis"
-    ev = d.feed(1, prob=0.9, wake=0.95)        # wake fires at frame 13
+    d.feed(10, prob=0.0, amp=20)               # background
+    d.feed(3, prob=0.9, amp=5000)              # "hey jarvis"
+    ev = d.feed(1, prob=0.9, wake=0.95, amp=5000)   # wake fires at frame 13
     wakes = d.of(WakeEvent, ev)
     assert len(wakes) == 1 and wakes[0].conversation_id == 'conv1'
     assert wakes[0].model == 'hey_jarvis' and wakes[0].score == pytest.approx(0.95)
+    assert not d.utt(events=ev)                # held until the cut is known
+    assert not d.utt(events=d.feed(1, prob=0.3, amp=30))   # frame 14: the pause
+    ev = d.feed(1, prob=0.9, amp=4000)         # frame 15: the command starts
     started = d.utt('STARTED', ev)
     assert len(started) == 1
     s = started[0]
     assert s.trigger == UTT['TRIGGER_WAKE_WORD'] and s.utterance_id == 1
-    # 400 ms pre-roll = 5 frames before the wake frame, plus the wake frame itself
-    assert len(s.audio) == 6 * 1280
-    assert s.t == pytest.approx(8 * F) and s.audio_start == pytest.approx(8 * F)
-    assert s.audio[0] == 8 and s.audio[-1] == 13
-    d.feed(10, prob=0.9)                       # the command
+    # cut inside the pause (frame 14), at the last quiet 30 ms window's centre
+    cut = 14 * 1280 + 800 + 240
+    assert s.audio_start == pytest.approx(cut / 16000) and s.t == s.audio_start
+    assert len(s.audio) == 16 * 1280 - cut
+    assert set(s.audio[:1280 - 1040].tolist()) == {30} and s.audio[-1] == 4000
+    assert 5000 not in s.audio                 # nothing of the wake phrase
+    assert s.audio_end == pytest.approx(16 * F)   # voiced so far: up to frame 15's end
+    assert d.core.stats['wake_cut_ms'] == round((cut / 16000 - 13 * F) * 1000)
+    d.feed(8, prob=0.9)                        # the command
     assert len(d.stages('STAGE_SPEECH_START')) == 1
     ev = d.feed(7, prob=0.0)                   # 560 ms: not yet
     assert not d.utt('ENDED', ev)
+    assert all(a.audio_end == pytest.approx(24 * F) for a in d.utt('AUDIO', ev))
     ev = d.feed(1, prob=0.0)                   # 640 ms >= 600 ms
     ended = d.utt('ENDED', ev)
     assert len(ended) == 1
@@ -88,8 +96,19 @@ def test_wake_word_starts_conversation_with_preroll_and_silence_ends_it():
     assert e.end_reason == UTT['END_SILENCE'] and e.conversation_id == 'conv1'
     assert e.audio_end == pytest.approx(24 * F)       # end of the last voiced frame
     assert len(d.stages('STAGE_SPEECH_END')) == 1
-    assert [x.state for x in d.utt()] == [UTT['STARTED']] + [UTT['AUDIO']] * 18 + [UTT['ENDED']]
+    assert [x.state for x in d.utt()] == [UTT['STARTED']] + [UTT['AUDIO']] * 16 + [UTT['ENDED']]
     assert len(d.stages('STAGE_WAKE')) == 1
+
+
+def test_wake_cut_lands_before_the_command_when_there_is_no_pause():
+    d = Driver(mode='IDLE')
+    d.feed(5, prob=0.0, amp=0)
+    d.feed(3, prob=0.9, amp=5000)
+    d.feed(1, prob=0.9, wake=0.9, amp=5000)
+    ev = d.feed(2, prob=0.9, amp=3000)         # no pause: cut where the wake frame starts
+    s = d.utt('STARTED', ev)[0]
+    assert s.audio_start == pytest.approx(8 * F) and len(s.audio) == 3 * 1280
+    assert s.audio[0] == 5000 and s.audio[1280] == 3000
 
 
 def test_wake_with_no_speech_after_it_ends_after_timeout():
@@ -110,7 +129,8 @@ def test_max_length_ends_utterance():
     ev = d.feed(30, prob=0.9)
     ended = d.utt('ENDED', ev)
     assert len(ended) == 1 and ended[0].end_reason == UTT['END_MAX_LENGTH']
-    assert len(d.utt('AUDIO')) == 24           # 25 frames = 2.0 s including the wake frame
+    # 25 frames = 2.0 s including the wake frame; the first three go out as STARTED
+    assert len(d.utt('AUDIO')) == 22 and len(d.utt('STARTED')) == 1
 
 
 def test_refractory_and_new_conversation_per_wake():
@@ -126,7 +146,7 @@ def test_refractory_and_new_conversation_per_wake():
     cancelled = d.utt('CANCELLED', ev)
     assert len(cancelled) == 1 and cancelled[0].conversation_id == 'conv1'
     assert cancelled[0].end_reason == UTT['END_CANCELLED']
-    started = d.utt('STARTED', ev)
+    started = d.utt('STARTED', d.feed(2, prob=0.9))   # once the wake phrase is cut off
     assert started[0].conversation_id == 'conv2' and started[0].utterance_id == 1
 
 
