@@ -189,6 +189,17 @@ class SileroVad:
         p = np.asarray(probs)
         return float(p.max()), float(np.mean(p >= threshold))
 
+    def has_speech(self, samples: np.ndarray, threshold: float = 0.5) -> bool:
+        """True as soon as one window of the clip reaches ``threshold`` (stops there);
+        the streaming state is reset before and after."""
+        self.reset()
+        x = np.asarray(samples, dtype=np.float32) / 32768.0
+        try:
+            return any(self._window(x[i:i + self.WINDOW]) >= threshold
+                       for i in range(0, len(x) - self.WINDOW + 1, self.WINDOW))
+        finally:
+            self.reset()
+
 
 class EnergyVad:
     """Fallback VAD from the frame level: 0 below ``floor_dbfs``, 1 at ``floor + span``."""

@@ -131,11 +131,12 @@ class SttNode(Node):
     def _on_utterance(self, msg: Utterance) -> None:
         cid, uid = msg.conversation_id, msg.utterance_id
         stamp = to_sec(msg.header.stamp)
+        voiced = to_sec(msg.audio_end)        # voiced so far (STARTED/AUDIO), 0 = unknown
         if msg.state == Utterance.STARTED:
             self.buffers.start(cid, uid, to_sec(msg.audio_start), stamp,
-                               chunk_samples(msg.audio))
+                               chunk_samples(msg.audio), voiced)
         elif msg.state == Utterance.AUDIO:
-            self.buffers.append(cid, uid, stamp, chunk_samples(msg.audio))
+            self.buffers.append(cid, uid, stamp, chunk_samples(msg.audio), voiced)
         elif msg.state == Utterance.ENDED:
             self.buffers.end(cid, uid, stamp, to_sec(msg.audio_end), chunk_samples(msg.audio))
         elif msg.state == Utterance.CANCELLED:
@@ -168,16 +169,12 @@ class SttNode(Node):
         buf = job.buffer
         prefix = log_prefix(buf.conversation_id)
         if job.kind == 'partial':
-            if not self.buffers.is_open(buf.key):
-                return   # ended or cancelled meanwhile: the final will follow
-            new_audio = job.audio[-max(1, int(self.partial_ms * MIC_RATE / 1000)):]
-            if buf.partials and self.engine.is_silence(new_audio):
-                return   # trailing silence adds no words: keep the worker free for the final
             res = self.engine.transcribe(job.audio)
+            self.buffers.record(buf, len(job.audio), res)
             if res.silent or not res.text or res.text == buf.last_partial_text:
                 return
             if not self.buffers.is_open(buf.key):
-                return
+                return   # ended or cancelled meanwhile: the final follows (reusing this)
             buf.last_partial_text = res.text
             end = buf.audio_start + len(job.audio) / MIC_RATE
             self._publish(buf, res, False, end)
@@ -185,9 +182,12 @@ class SttNode(Node):
                 self._trace(buf, STAGE_PARTIAL, buf.last_stamp)
             buf.partials += 1
             return
-        if len(job.audio) == 0:
+        if job.audio is None:
+            res = buf.decoded        # no voiced audio after the last decode: it is the final
+        elif len(job.audio) == 0:
             return
-        res = self.engine.transcribe(job.audio)
+        else:
+            res = self.engine.transcribe(job.audio)
         if res.silent or not res.text:
             why = 'silence' if res.silent else \
                 f'no text ({res.dropped} segments dropped by the guard)'
@@ -196,9 +196,9 @@ class SttNode(Node):
             return
         self._publish(buf, res, True, buf.audio_end)
         self._trace(buf, STAGE_FINAL, buf.end_stamp)
-        dur = len(job.audio) / MIC_RATE
-        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} '
-                               f'({dur:.1f} s audio in {res.seconds:.2f} s)')
+        how = 'the decode made during the pause' if job.audio is None else \
+            f'{len(job.audio) / MIC_RATE:.1f} s audio in {res.seconds:.2f} s'
+        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} ({how})')
         if self.diag.level() != OK:
             self.diag.set(OK, 'model loaded')
 
