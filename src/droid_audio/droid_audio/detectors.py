@@ -150,6 +150,7 @@ class SileroVad:
             self._context = np.zeros(64, np.float32)
         self._carry = np.zeros(0, np.float32)
         self._last = 0.0
+        self.windows = []
 
     def _window(self, x: np.ndarray) -> float:
         if self._kind == 'v4':
@@ -168,10 +169,13 @@ class SileroVad:
         probs = []
         n = self.WINDOW
         i = 0
+        carried = len(self._carry)
         while i + n <= len(buf):
             probs.append(self._window(buf[i:i + n]))
             i += n
         self._carry = buf[i:].copy()
+        # (probability, end of the window in samples from the start of this frame)
+        self.windows = [(p, (k + 1) * n - carried) for k, p in enumerate(probs)]
         if probs:
             self._last = max(probs)
         return self._last

@@ -13,17 +13,22 @@ Rules (all times are audio capture times):
   follow-ups and barge-in utterances.
 * **Wake word**: a score >= ``threshold`` starts a new conversation (fresh id) and an
   utterance (``TRIGGER_WAKE_WORD``, utterance 1). The wake phrase is cut out of the
-  audio: openwakeword's score crosses the threshold in the frame where the phrase ends,
-  so the utterance starts in the pause after "hey jarvis": the quietest point (30 ms
-  energy, 10 ms steps) between 40 ms before that frame and 160 ms after it, when it is
-  20 dB below the loudest; with no such pause, at the start of that frame. STARTED is
+  audio: openwakeword's score starts rising (>= 0.1) as the phrase ends and crosses the
+  threshold up to ~500 ms later, so the utterance starts at the end of the pause after
+  "hey jarvis": the longest quiet run after speech (>= 60 ms of 30 ms windows within
+  6 dB of the quietest, in 10 ms steps) from 80 ms before the rise (looked for up to
+  640 ms back) to 160 ms after the wake frame; with no such pause, at the start of the
+  wake frame. STARTED is
   published two frames later, carrying the audio from the cut on. Another wake within
   ``refractory_s`` of the last one is ignored; a later one cancels an open utterance
   and starts over.
 * **Endpoint** (once at least ``min_speech_ms`` of voiced audio has been seen after the
-  trigger): with a turn model (smart-turn), ``turn_silence_ms`` of unvoiced audio ends
-  the utterance if the model finds the turn complete (probability >= ``turn_threshold``;
-  it is asked one frame before, on the audio so far, so its run overlaps the wait);
+  trigger; silence is counted from the end of the last voiced VAD window): with a turn
+  model (smart-turn), ``turn_silence_ms`` of unvoiced audio ends the utterance if the
+  model finds the turn complete (probability >= ``turn_threshold``; it is asked one
+  frame before, on the audio so far, so its run overlaps the wait, and asked again
+  after every further ``turn_silence_ms`` of silence, since more trailing silence
+  makes it surer);
   otherwise the user may pause up to ``incomplete_silence_ms`` ("play the, um, ...
   cantina song" stays one utterance). Without a turn model, ``silence_ms`` of unvoiced
   audio ends it. Either way ``END_SILENCE``; ``max_utterance_s`` ends it anyway
@@ -130,7 +135,7 @@ class UtteranceEvent:
     t: float                       # capture time of audio[0] (or end time if no audio)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     audio_start: float = 0.0
-    audio_end: float = 0.0         # end of speech (ENDED), else 0
+    audio_end: float = 0.0         # end of speech (ENDED); voiced so far (STARTED/AUDIO)
     end_reason: int = 0
 
 
@@ -157,6 +162,7 @@ class _Utterance:
     audio_samples: int = 0
     turn_key: float | None = None   # last_voiced_end the turn probability was computed for
     turn_prob: float | None = None
+    turn_asked_ms: float = 0.0      # silence when the turn model was last asked
     run_start: float | None = None  # start of the current voiced run
     last_voiced_end: float | None = None
     unvoiced_ms: float = 0.0
@@ -175,7 +181,12 @@ class ListenerCore:
         self.last_turn_prob: float | None = None
         self.mode = initial_mode
         self._new_id = id_factory
-        self._preroll = collections.deque(maxlen=max(0, self.cfg.frames(self.cfg.preroll_ms)))
+        # pre-roll for voice onsets; the wake cut may look further back
+        self._preroll_n = self.cfg.frames(self.cfg.preroll_ms) if self.cfg.preroll_ms > 0 else 0
+        self._preroll = collections.deque(maxlen=max(
+            self._preroll_n,
+            self.cfg.frames(self.WAKE_RISE_LOOKBACK_MS + self.WAKE_CUT_BEFORE_S * 1000)))
+        self._wake_hist = collections.deque(maxlen=self.cfg.frames(self.WAKE_RISE_LOOKBACK_MS))
         self._utt: _Utterance | None = None
         self._last_wake_t = -math.inf
         self._uids: collections.OrderedDict = collections.OrderedDict()  # cid -> last uid
@@ -245,9 +256,12 @@ class ListenerCore:
     # ---- audio ---------------------------------------------------------------------------
 
     def process(self, t: float, samples: np.ndarray, wake_scores: dict | None,
-                vad_prob: float) -> list:
+                vad_prob: float, vad_windows=None) -> list:
         """One frame captured at ``t``. ``wake_scores``: {model: score} (None = no
-        wake model); ``vad_prob``: speech probability of the frame in [0, 1]."""
+        wake model); ``vad_prob``: speech probability of the frame in [0, 1];
+        ``vad_windows``: optionally the VAD's windows that ended in this frame as
+        [(probability, end offset in samples from the frame start)], so the end of
+        speech is known to the window rather than to the frame."""
         if self.mode == MODE['SLEEP']:
             self.stats['frames_sleep'] += 1
             return []
@@ -281,6 +295,7 @@ class ListenerCore:
         wake = None
         if wake_scores:
             model, score = max(wake_scores.items(), key=lambda kv: kv[1])
+            self._wake_hist.append((t, float(score)))
             if score >= cfg.threshold:
                 if guard:
                     self.stats['wake_guarded'] += 1
@@ -321,7 +336,7 @@ class ListenerCore:
                                         run_start, 'barge_in' if guard else 'follow_up'))
                 self.stats['barge_ins' if guard else 'follow_ups'] += 1
         elif self._utt is not None:
-            events += self._continue(t, samples, vad_prob)
+            events += self._continue(t, samples, vad_prob, vad_windows)
 
         if self._utt is None:
             self._preroll.append((t, samples))
@@ -337,6 +352,7 @@ class ListenerCore:
     def _start(self, cid: str, trigger: int, t: float, samples: np.ndarray,
                cut: bool = False) -> list:
         uid = self._uids.get(cid, 0) + 1
+        self.last_turn_prob = None
         self._uids[cid] = uid
         self._uids.move_to_end(cid)
         while len(self._uids) > 64:
@@ -352,6 +368,9 @@ class ListenerCore:
             contiguous.append((ft, fs))
             expect = ft
         contiguous.reverse()
+        if not cut:
+            contiguous = contiguous[len(contiguous) - self._preroll_n:] if self._preroll_n \
+                else []
         chunks = [fs for _, fs in contiguous] + [samples]
         t0 = contiguous[0][0] if contiguous else t
         self._utt = _Utterance(cid, uid, trigger, t0, t)
@@ -363,8 +382,10 @@ class ListenerCore:
         self._keep(self._utt, audio)
         return [UtteranceEvent(UTT['STARTED'], cid, uid, trigger, t0, audio, audio_start=t0)]
 
-    WAKE_CUT_BEFORE_S = 0.04     # the cut is searched from this long before the wake frame
-    WAKE_CUT_AFTER_FRAMES = 2    # ... to the end of this many frames after it
+    WAKE_RISE = 0.1              # the wake score starts rising above this as the phrase ends
+    WAKE_RISE_LOOKBACK_MS = 640  # ... looked for this far back from the wake frame
+    WAKE_CUT_BEFORE_S = 0.08     # the cut is searched from this long before the rise
+    WAKE_CUT_AFTER_FRAMES = 2    # ... to the end of this many frames after the wake frame
 
     def _finish_cut(self) -> list:
         """Cut the wake phrase off the held audio; the STARTED event from the cut on."""
@@ -372,8 +393,10 @@ class ListenerCore:
         t0 = u.pending[0][0]
         audio = np.concatenate([a for _, a in u.pending])
         u.pending = None
-        lo = max(0, int(round((u.t_trigger - self.WAKE_CUT_BEFORE_S - t0) * MIC_RATE)))
-        at = quietest_point(audio[lo:])
+        rise = min([ft for ft, sc in self._wake_hist if sc >= self.WAKE_RISE and
+                    ft <= u.t_trigger] or [u.t_trigger])
+        lo = max(0, int(round((rise - self.WAKE_CUT_BEFORE_S - t0) * MIC_RATE)))
+        at = pause_end(audio[lo:])
         # no pause after the phrase: the score crosses the threshold as it ends
         cut = lo + at if at is not None else int(round((u.t_trigger - t0) * MIC_RATE))
         u.t_start = t0 + cut / MIC_RATE
@@ -392,7 +415,8 @@ class ListenerCore:
         while len(u.audio) > 1 and u.audio_samples - len(u.audio[0]) >= 8 * MIC_RATE:
             u.audio_samples -= len(u.audio.pop(0))
 
-    def _continue(self, t: float, samples: np.ndarray, vad_prob: float) -> list:
+    def _continue(self, t: float, samples: np.ndarray, vad_prob: float,
+                  vad_windows=None) -> list:
         cfg = self.cfg
         u = self._utt
         t_end = t + cfg.frame_s
@@ -403,14 +427,18 @@ class ListenerCore:
                 u.run_start = t
             u.voiced_ms += cfg.frame_s * 1000.0
             u.last_voiced_end = t_end
-            u.unvoiced_ms = 0.0
+            ends = [e for p, e in (vad_windows or ()) if p >= cfg.vad_threshold]
+            if ends:           # the end of the last voiced window, not of the frame
+                u.last_voiced_end = t + min(max(ends), len(samples)) / MIC_RATE
+            u.unvoiced_ms = (t_end - u.last_voiced_end) * 1000.0
             if not u.speech_confirmed and u.voiced_ms >= cfg.min_speech_ms - 1e-6:
                 u.speech_confirmed = True
                 events.append(TraceMark(STAGE['STAGE_SPEECH_START'], u.cid, u.uid,
                                         u.run_start, 'wake_word'))
         else:
             u.run_start = None
-            u.unvoiced_ms += cfg.frame_s * 1000.0
+            u.unvoiced_ms = (t_end - u.last_voiced_end) * 1000.0 if u.last_voiced_end \
+                else u.unvoiced_ms + cfg.frame_s * 1000.0
         if u.pending is not None:
             u.pending.append((t, samples.astype(np.int16)))
             if len(u.pending) > self.WAKE_CUT_AFTER_FRAMES:
@@ -447,9 +475,12 @@ class ListenerCore:
         silence = u.unvoiced_ms + 1e-6
         if self.turn_model is None:
             return 'silence' if silence >= cfg.silence_ms else None
-        short = cfg.frames(cfg.turn_silence_ms) * frame_ms
-        if silence >= short - frame_ms and u.turn_key != u.last_voiced_end:
-            u.turn_key = u.last_voiced_end
+        short = cfg.turn_silence_ms
+        if silence >= short - frame_ms and (u.turn_key != u.last_voiced_end or
+                                            silence >= u.turn_asked_ms + short):
+            # first ask one frame before the short silence is reached; again after every
+            # further turn_silence_ms of silence (more trailing silence, surer answer)
+            u.turn_key, u.turn_asked_ms = u.last_voiced_end, silence
             try:
                 u.turn_prob = float(self.turn_model(np.concatenate(u.audio)))
             except Exception:  # noqa: BLE001 - a failing model must not stop listening
@@ -484,11 +515,12 @@ class ListenerCore:
         return events
 
 
-def quietest_point(audio: np.ndarray, window: int = 480, hop: int = 160,
-                   pause_db: float = 20.0) -> int | None:
-    """Where to cut ``audio`` at a pause: the centre of the last ``window`` (mean square,
-    ``hop`` steps) within 3 dB of the quietest, so the cut lands right before what
-    follows the pause; None when nothing is ``pause_db`` quieter than the loudest
+def pause_end(audio: np.ndarray, window: int = 480, hop: int = 160,
+              min_pause: int = 960, range_db: float = 15.0) -> int | None:
+    """Where to cut ``audio`` at a pause: the end of its longest quiet run (30 ms mean
+    square ``window`` in ``hop`` steps, at most 6 dB above the quietest), at the centre
+    of the run's last window so the cut lands right before what follows; only runs after
+    loud audio (10 dB below the loudest) count. None when no run lasts ``min_pause`` samples or nothing is ``range_db`` quieter than the loudest
     window (no pause to cut at)."""
     x = np.asarray(audio, dtype=np.float64)
     if len(x) <= window:
@@ -496,7 +528,17 @@ def quietest_point(audio: np.ndarray, window: int = 480, hop: int = 160,
     starts = np.arange(0, len(x) - window + 1, hop)
     c = np.concatenate([[0.0], np.cumsum(x ** 2)])
     energy = (c[starts + window] - c[starts]) / window
-    if energy.min() * 10 ** (pause_db / 10) > energy.max():
+    floor = energy.min()
+    if floor * 10 ** (range_db / 10) > energy.max():
         return None
-    i = int(np.nonzero(energy <= energy.min() * 2.0 + 1.0)[0][-1])
-    return int(starts[i] + window // 2)
+    quiet = energy <= floor * 4.0 + 1.0
+    loud = energy >= energy.max() * 0.1
+    best, best_len, run, spoken = None, 0, 0, False
+    for i, q in enumerate(quiet):
+        run = run + 1 if q and spoken else 0     # only pauses that follow speech
+        spoken = spoken or bool(loud[i])
+        if run and run >= best_len:
+            best, best_len = i, run
+    if best is None or (best_len - 1) * hop + window < min_pause:
+        return None
+    return int(starts[best] + window // 2)
