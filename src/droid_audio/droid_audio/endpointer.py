@@ -16,7 +16,7 @@ Rules (all times are audio capture times):
   audio: openwakeword's score starts rising (>= 0.1) as the phrase ends and crosses the
   threshold up to ~500 ms later, so the utterance starts at the end of the pause after
   "hey jarvis": the longest quiet run after speech (>= 60 ms of 30 ms windows within
-  6 dB of the quietest, in 10 ms steps) from 80 ms before the rise (looked for up to
+  6 dB of the quietest, in 10 ms steps) from 160 ms before the rise (looked for up to
   640 ms back) to 160 ms after the wake frame; with no such pause, at the start of the
   wake frame. STARTED is
   published two frames later, carrying the audio from the cut on. Another wake within
@@ -384,7 +384,7 @@ class ListenerCore:
 
     WAKE_RISE = 0.1              # the wake score starts rising above this as the phrase ends
     WAKE_RISE_LOOKBACK_MS = 640  # ... looked for this far back from the wake frame
-    WAKE_CUT_BEFORE_S = 0.08     # the cut is searched from this long before the rise
+    WAKE_CUT_BEFORE_S = 0.16     # the cut is searched from this long before the rise
     WAKE_CUT_AFTER_FRAMES = 2    # ... to the end of this many frames after the wake frame
 
     def _finish_cut(self) -> list:
@@ -520,7 +520,7 @@ def pause_end(audio: np.ndarray, window: int = 480, hop: int = 160,
     """Where to cut ``audio`` at a pause: the end of its longest quiet run (30 ms mean
     square ``window`` in ``hop`` steps, at most 6 dB above the quietest), at the centre
     of the run's last window so the cut lands right before what follows; only runs after
-    loud audio (10 dB below the loudest) count. None when no run lasts ``min_pause`` samples or nothing is ``range_db`` quieter than the loudest
+    loud audio (within 20 dB of the loudest) count. None when no run lasts ``min_pause`` samples or nothing is ``range_db`` quieter than the loudest
     window (no pause to cut at)."""
     x = np.asarray(audio, dtype=np.float64)
     if len(x) <= window:
@@ -532,7 +532,7 @@ def pause_end(audio: np.ndarray, window: int = 480, hop: int = 160,
     if floor * 10 ** (range_db / 10) > energy.max():
         return None
     quiet = energy <= floor * 4.0 + 1.0
-    loud = energy >= energy.max() * 0.1
+    loud = energy >= energy.max() * 0.01
     best, best_len, run, spoken = None, 0, 0, False
     for i, q in enumerate(quiet):
         run = run + 1 if q and spoken else 0     # only pauses that follow speech

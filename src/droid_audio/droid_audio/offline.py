@@ -44,6 +44,11 @@ class OfflineListener:
         self._carry = np.zeros(0, np.int16)
         self.events: list = []
 
+    @property
+    def now(self) -> float:
+        """Capture time of the next sample fed (frames are cut across feeds)."""
+        return self.t + len(self._carry) / MIC_RATE
+
     def feed(self, samples: np.ndarray) -> list:
         """Process audio (any length; the remainder of a frame waits for more)."""
         x = np.concatenate([self._carry, np.asarray(samples, np.int16)])

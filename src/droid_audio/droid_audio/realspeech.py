@@ -24,6 +24,7 @@ class Phrase:
     noise_db: float | None = None   # background noise, dB below the speech level
     pause_s: float = 0.0      # a pause after the first part of `text` (split at '|')
     gap_s: float = 0.25       # pause between the wake phrase and the command
+    wake_rate: int = 150      # the wake phrase is said deliberately
 
     @property
     def reference(self) -> str:
@@ -85,7 +86,7 @@ class Clip:
 
 
 def make_clip(p: Phrase, lead_s: float = 0.5, tail_s: float = 1.0, seed: int = 0) -> Clip:
-    wake = say(WAKE_PHRASE, p.voice, p.rate)
+    wake = say(WAKE_PHRASE, p.voice, p.wake_rate)
     parts = [say(part.strip(), p.voice, p.rate) for part in p.text.split('|')]
     cmd = parts[0]
     for part in parts[1:]:

@@ -1,8 +1,12 @@
 """``stt`` node: faster-whisper speech-to-text of the listener's utterances.
 
 Subscribes ``audio/utterance`` (Utterance). While an utterance grows, a partial
-Transcription is published every ``partial_interval_ms`` of new audio (when the worker is
-free); at ENDED one final; CANCELLED publishes nothing. Results go to
+Transcription is published every ``partial_interval_ms`` of new audio while new voiced
+audio keeps coming (when the worker is free), and one as soon as the user pauses (the
+listener's voiced-so-far mark, ``audio_end`` on AUDIO, stops advancing); at ENDED one
+final — the pause's decode itself when no voiced audio came after it, so the final is
+out as soon as the endpoint is decided — else a fresh decode; CANCELLED publishes
+nothing. Decoding: :class:`droid_audio.stt_engine.WhisperEngine` (15 s encoder window). Results go to
 ``speech/transcription`` (RELIABLE) with source 'whisper', the conversation/utterance
 ids and audio_start/audio_end; ``trace`` gets STAGE_PARTIAL (first partial) and
 STAGE_FINAL_TRANSCRIPT. The model loads once, in a background thread, with progress
@@ -86,8 +90,9 @@ class SttNode(Node):
                                      'budget per second of audio (stops runaway loops)',
                                      min_value=1.0, max_value=50.0, read_only=True),
         )
-        self.strip = declare(self, 'strip_prefixes', ['hey jarvis', 'jarvis'], 'Wake '
-                             'phrases removed from the start of transcripts')
+        # Nothing is stripped from the text: the listener cuts the wake phrase out of the
+        # audio at the detection point.
+        self.strip = ()
 
         self.pub = self.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
