@@ -16,7 +16,9 @@ Hallucination guard:
 
 * one temperature (0.0): no fallback sampling;
 * a result whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
-  ``log_prob_threshold`` is dropped, and so is one that still loops;
+  ``log_prob_threshold`` is dropped, so is one whose ``no_speech_prob`` >
+  ``no_speech_sure_threshold`` (tiny.en writes a confident "you" for silence), and so
+  is one that still loops;
 * an utterance the Silero VAD finds no speech in is not transcribed at all (nothing is
   published for silence);
 * at most ``max_tokens_per_s`` x duration + 16 new tokens per utterance (no endless loops).
@@ -115,6 +117,7 @@ def strip_phrases(text: str, phrases) -> str:
 class GuardConfig:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
+    no_speech_sure_threshold: float = 0.9   # above this: dropped however confident
     vad_threshold: float = 0.5          # Silero probability counted as speech
     min_speech_ratio: float = 0.0       # fraction of VAD windows that must be speech
     max_tokens_per_s: float = 8.0
@@ -255,6 +258,7 @@ class WhisperEngine:
         for text, avg_logprob, no_speech in segments:
             if (no_speech > self.guard.no_speech_threshold and
                     avg_logprob < self.guard.log_prob_threshold) or \
+                    no_speech > self.guard.no_speech_sure_threshold or \
                     compression_ratio(text) > 2.4:
                 dropped += 1
                 continue

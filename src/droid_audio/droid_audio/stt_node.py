@@ -79,6 +79,11 @@ class SttNode(Node):
             log_prob_threshold=declare(self, 'log_prob_threshold', g.log_prob_threshold,
                                        '... and avg_logprob below this', min_value=-20.0,
                                        max_value=0.0, read_only=True),
+            no_speech_sure_threshold=declare(self, 'no_speech_sure_threshold',
+                                             g.no_speech_sure_threshold, 'Drop results '
+                                             'with no_speech_prob above this however '
+                                             'confident', min_value=0.0, max_value=1.0,
+                                             read_only=True),
             vad_threshold=declare(self, 'vad_threshold', g.vad_threshold, 'Silero speech '
                                   'probability; an utterance never reaching it is silence '
                                   '(nothing published)', min_value=0.0, max_value=1.0,

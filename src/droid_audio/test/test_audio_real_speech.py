@@ -135,12 +135,15 @@ def test_no_transcript_for_sounds_that_are_not_speech(engine, kind):
     utts = listener.utterances(events)
     assert len(utts) == 1 and utts[0].end is not None
     for audio in (utts[0].audio, sound):
-        res = engine.transcribe(audio)
-        assert res.text == '', (kind, res)
+        gated = engine.transcribe(audio)                   # the Silero gate ...
+        assert gated.silent and gated.text == '', (kind, gated)
+        guarded = engine.transcribe(audio, check_silence=False)   # ... and, behind it,
+        assert guarded.text == '', (kind, guarded)         # no-speech + log-prob + loops
 
 
-def test_the_guard_is_what_keeps_silence_out(engine):
-    # tiny.en itself "hears" something in silence: the Silero gate is needed
-    raw = engine.transcribe(silence(3.0), check_silence=False)
-    gated = engine.transcribe(silence(3.0))
-    assert raw.text.strip() and gated.silent and gated.text == ''
+def test_the_guard_is_what_keeps_non_speech_out(engine):
+    # tiny.en itself "hears" words in silence and music ('you', 'Beep Beep Beep ...')
+    for kind in ('silence', 'music'):
+        x = nonspeech(kind, 3.0).astype(np.float32) / 32768
+        text, _logprob, _no_speech = engine._generate(x, 40, engine.window_s)
+        assert text.strip(), kind
