@@ -91,6 +91,7 @@ def test_real_speech_end_to_end(tmp_path):
         theirs.append(' '.join(s.text for s in segments))
     pipeline_wer, offline_wer = wer(refs, ours), wer(refs, theirs)
     detail = list(zip(refs, ours, theirs))
+    print("WER", pipeline_wer, offline_wer, *detail, sep="\n")
     assert pipeline_wer <= max(1.2 * offline_wer, 0.02), (pipeline_wer, offline_wer, detail)
     assert pipeline_wer <= 0.15, (pipeline_wer, detail)
 
