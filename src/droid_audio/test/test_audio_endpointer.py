@@ -318,3 +318,98 @@ def test_utterance_streams_are_well_formed(steps):
                 open_key = None
     times = [e.t for e in d.utt() if e.state == UTT['AUDIO']]
     assert times == sorted(times)
+
+
+class FakeTurn:
+    """A turn model that answers from a script and records what it was asked."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.asked = []
+
+    def __call__(self, samples):
+        self.asked.append(len(samples))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def turn_driver(model, **cfg):
+    d = Driver(mode='IDLE', min_speech_ms=160, **cfg)
+    d.core.turn_model = model
+    d.feed(3, prob=0.0, amp=10)
+    d.feed(1, prob=0.9, wake=0.9, amp=5000)
+    d.feed(2, prob=0.0, amp=10)                # the pause after the wake phrase
+    return d
+
+
+def test_a_complete_turn_ends_on_the_short_silence():
+    model = FakeTurn(0.9)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1500)
+    d.feed(10, prob=0.9, amp=3000)             # the command: 800 ms
+    assert model.asked == []
+    ev = d.feed(2, prob=0.0, amp=10)           # 160 ms: asked (one frame before 200 ms)
+    assert len(model.asked) == 1 and not d.utt('ENDED', ev)
+    # it saw the utterance from the cut on: the pause's end, the command, the silence
+    assert 12 * 1280 <= model.asked[0] <= 14 * 1280
+    ev = d.feed(1, prob=0.0, amp=10)           # 240 ms >= 200 ms: complete -> ends
+    ended = d.utt('ENDED', ev)
+    assert len(ended) == 1 and ended[0].end_reason == UTT['END_SILENCE']
+    assert d.stages('STAGE_SPEECH_END')[0].detail == 'turn'
+    assert d.core.stats['turn_complete'] == 1 and d.core.last_turn_prob == 0.9
+
+
+def test_an_incomplete_turn_waits_for_the_long_silence_asking_again_as_it_grows():
+    model = FakeTurn(0.1)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1000)
+    d.feed(5, prob=0.9, amp=3000)
+    ev = d.feed(12, prob=0.0, amp=10)          # 960 ms of silence: still open
+    assert not d.utt('ENDED', ev)
+    # asked at 160, 400, 640, 880 ms of silence (every further 200 ms or more)
+    assert len(model.asked) == 4
+    ev = d.feed(1, prob=0.0, amp=10)           # 1040 ms >= 1000 ms
+    assert d.utt('ENDED', ev) and d.stages('STAGE_SPEECH_END')[0].detail == 'silence'
+    assert d.core.stats['turn_incomplete'] == 1
+
+    # speech after a pause the model found incomplete keeps the utterance going
+    model = FakeTurn(0.1, 0.1, 0.8)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1000)
+    d.feed(5, prob=0.9, amp=3000)
+    d.feed(6, prob=0.0, amp=10)                # "um ..." 480 ms
+    d.feed(5, prob=0.9, amp=3000)              # "... cantina song"
+    ev = d.feed(3, prob=0.0, amp=10)
+    assert len(d.utt('ENDED', ev)) == 1 and len(d.utt('STARTED')) == 1
+    assert d.stages('STAGE_SPEECH_END')[0].detail == 'turn'
+
+
+def test_a_later_answer_can_end_the_turn_and_a_failing_model_falls_back_to_silence():
+    model = FakeTurn(0.2, 0.7)                 # surer with more trailing silence
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=2000)
+    d.feed(5, prob=0.9, amp=3000)
+    d.feed(3, prob=0.0, amp=10)                # 240 ms: asked once, incomplete
+    ev = d.feed(3, prob=0.0, amp=10)           # 480 ms: asked again at 400 ms, complete
+    assert len(model.asked) == 2 and d.utt('ENDED', ev)
+
+    d = turn_driver(FakeTurn(RuntimeError('boom')), turn_silence_ms=200,
+                    incomplete_silence_ms=800)
+    d.feed(5, prob=0.9, amp=3000)
+    assert not d.utt('ENDED', d.feed(9, prob=0.0, amp=10))     # 720 ms: not yet
+    assert d.utt('ENDED', d.feed(1, prob=0.0, amp=10))          # 800 ms
+    assert d.core.stats['turn_errors'] >= 1
+
+
+def test_end_of_speech_is_known_to_the_vad_window():
+    d = Driver(mode='IDLE', silence_ms=200, min_speech_ms=160)
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(4, prob=0.9)
+    t = d.t
+    # the last voiced 32 ms window of this frame ends 512 samples in (of 1280)
+    out = d.core.process(t, np.zeros(1280, np.int16), {'hey_jarvis': 0.0}, 0.9,
+                         [(0.9, 512), (0.2, 1024)])
+    d.i += 1
+    audio = d.utt('AUDIO', out)
+    assert audio[0].audio_end == pytest.approx(t + 512 / 16000)
+    ev = d.feed(2, prob=0.0)                   # 48 + 160 = 208 ms >= 200 ms of silence
+    ended = d.utt('ENDED', ev)
+    assert ended and ended[0].audio_end == pytest.approx(t + 512 / 16000)
