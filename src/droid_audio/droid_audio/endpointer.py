@@ -90,7 +90,7 @@ class ListenerConfig:
     onset_ms: float = 160.0           # voiced this long = voice onset (follow-up)
     hangover_ms: float = 320.0        # voice activity stays on this long after speech
     silence_ms: float = 600.0         # trailing silence that ends an utterance (no turn model)
-    turn_silence_ms: float = 200.0    # short silence that ends a turn the model finds complete
+    turn_silence_ms: float = 160.0    # short silence that ends a turn the model finds complete
     incomplete_silence_ms: float = 1500.0  # silence that ends a turn the model finds incomplete
     turn_threshold: float = 0.5       # turn-complete probability
     min_speech_ms: float = 160.0      # voiced audio needed before silence can end it

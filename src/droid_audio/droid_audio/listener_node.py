@@ -353,9 +353,11 @@ class ListenerNode(Node):
             turn = self.core.last_turn_prob
             turn = f', turn complete p={turn:.2f}' if turn is not None and \
                 ev.state == Utterance.ENDED and ev.end_reason == Utterance.END_SILENCE else ''
+            behind = now_sec(self) - ev.t
             self.get_logger().info(f'{prefix}utterance {ev.utterance_id} {verb} '
                                    f'({_ENDS.get(ev.end_reason, ev.end_reason)}{turn}, '
-                                   f'{ev.t - ev.audio_start:.2f} s)')
+                                   f'{ev.t - ev.audio_start:.2f} s; decided {behind:.2f} s '
+                                   'after the audio)')
 
     def _report_stats(self) -> None:
         self._last_stats = time.monotonic()

@@ -292,6 +292,7 @@ class UtteranceBuffer:
     decoded_upto: int = 0         # samples covered by the latest decode ...
     decoded: SttResult | None = None   # ... and its result
     reused: bool = False          # the final is that result (no decode after the end)
+    ended_at: float = 0.0         # time.monotonic() when ENDED arrived
 
     @property
     def key(self) -> tuple:
@@ -389,6 +390,7 @@ class UtteranceBuffers:
             if audio is not None:
                 self._append(buf, audio)
             buf.ended = True
+            buf.ended_at = time.monotonic()
             buf.end_stamp = buf.last_stamp = stamp
             buf.audio_end = audio_end or (buf.audio_start + buf.duration)
             if buf.voiced_known and audio_end:

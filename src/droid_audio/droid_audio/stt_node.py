@@ -17,6 +17,7 @@ node stays up. Models are never downloaded (see :func:`droid_audio.stt_engine.re
 from __future__ import annotations
 
 import threading
+import time
 
 from droid_common import names
 from droid_common.audio import MIC_RATE
@@ -206,9 +207,11 @@ class SttNode(Node):
             return
         self._publish(buf, res, True, buf.audio_end)
         self._trace(buf, STAGE_FINAL, buf.end_stamp)
-        how = 'the decode made during the pause' if job.audio is None else \
-            f'{len(job.audio) / MIC_RATE:.1f} s audio in {res.seconds:.2f} s'
-        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} ({how})')
+        how = f'the decode made during the pause ({res.seconds:.2f} s)' if job.audio is None \
+            else f'{len(job.audio) / MIC_RATE:.1f} s audio in {res.seconds:.2f} s'
+        after = time.monotonic() - buf.ended_at
+        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} ({how}; '
+                               f'published {after:.2f} s after the end)')
         if self.diag.level() != OK:
             self.diag.set(OK, 'model loaded')
 

@@ -115,7 +115,7 @@ def test_transcripts_are_as_good_as_the_model_offline_and_free_of_the_wake_phras
     for clip, utts, _events, _t0 in heard:
         res = engine.transcribe(utts[0].audio)
         segments, _ = offline.transcribe(clip.command.astype(np.float32) / 32768,
-                                         language='en')
+                                         language='en', beam_size=1)   # as the engine
         refs.append(clip.phrase.reference)
         ours.append(res.text)
         theirs.append(' '.join(s.text for s in segments))
@@ -147,3 +147,21 @@ def test_the_guard_is_what_keeps_non_speech_out(engine):
         x = nonspeech(kind, 3.0).astype(np.float32) / 32768
         text, _logprob, _no_speech = engine._generate(x, 40, engine.window_s)
         assert text.strip(), kind
+
+
+def test_a_missing_turn_model_is_a_clear_error(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    from droid_audio.detectors import ModelError
+    from droid_audio.turn import default_turn_model
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(metadata, 'distribution', missing)
+    with pytest.raises(ModelError, match='smart-turn model not installed'):
+        default_turn_model()
+    with pytest.raises(ModelError, match='not found'):
+        SmartTurn(str(tmp_path / 'nope.onnx'))
+    (tmp_path / 'bad.onnx').write_bytes(b'not a model')
+    with pytest.raises(ModelError, match='cannot load smart-turn model'):
+        SmartTurn(str(tmp_path / 'bad.onnx'))
