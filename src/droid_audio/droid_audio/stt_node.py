@@ -1,8 +1,12 @@
 """``stt`` node: faster-whisper speech-to-text of the listener's utterances.
 
 Subscribes ``audio/utterance`` (Utterance). While an utterance grows, a partial
-Transcription is published every ``partial_interval_ms`` of new audio (when the worker is
-free); at ENDED one final; CANCELLED publishes nothing. Results go to
+Transcription is published every ``partial_interval_ms`` of new audio while new voiced
+audio keeps coming (when the worker is free), and one as soon as the user pauses (the
+listener's voiced-so-far mark, ``audio_end`` on AUDIO, stops advancing); at ENDED one
+final — the pause's decode itself when no voiced audio came after it, so the final is
+out as soon as the endpoint is decided — else a fresh decode; CANCELLED publishes
+nothing. Decoding: :class:`droid_audio.stt_engine.WhisperEngine` (15 s encoder window). Results go to
 ``speech/transcription`` (RELIABLE) with source 'whisper', the conversation/utterance
 ids and audio_start/audio_end; ``trace`` gets STAGE_PARTIAL (first partial) and
 STAGE_FINAL_TRANSCRIPT. The model loads once, in a background thread, with progress
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 
 from droid_common import names
 from droid_common.audio import MIC_RATE
@@ -86,6 +91,11 @@ class SttNode(Node):
             log_prob_threshold=declare(self, 'log_prob_threshold', g.log_prob_threshold,
                                        '... and avg_logprob below this', min_value=-20.0,
                                        max_value=0.0, read_only=True),
+            no_speech_sure_threshold=declare(self, 'no_speech_sure_threshold',
+                                             g.no_speech_sure_threshold, 'Drop results '
+                                             'with no_speech_prob above this however '
+                                             'confident', min_value=0.0, max_value=1.0,
+                                             read_only=True),
             vad_threshold=declare(self, 'vad_threshold', g.vad_threshold, 'Silero speech '
                                   'probability; an utterance never reaching it is silence '
                                   '(nothing published)', min_value=0.0, max_value=1.0,
@@ -97,8 +107,9 @@ class SttNode(Node):
                                      'budget per second of audio (stops runaway loops)',
                                      min_value=1.0, max_value=50.0, read_only=True),
         )
-        self.strip = declare(self, 'strip_prefixes', ['hey jarvis', 'jarvis'], 'Wake '
-                             'phrases removed from the start of transcripts')
+        # Nothing is stripped from the text: the listener cuts the wake phrase out of the
+        # audio at the detection point.
+        self.strip = ()
 
         self.pub = self.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
@@ -189,11 +200,12 @@ class SttNode(Node):
     def _on_utterance(self, msg: Utterance) -> None:
         cid, uid = msg.conversation_id, msg.utterance_id
         stamp = to_sec(msg.header.stamp)
+        voiced = to_sec(msg.audio_end)        # voiced so far (STARTED/AUDIO), 0 = unknown
         if msg.state == Utterance.STARTED:
             self.buffers.start(cid, uid, to_sec(msg.audio_start), stamp,
-                               chunk_samples(msg.audio))
+                               chunk_samples(msg.audio), voiced)
         elif msg.state == Utterance.AUDIO:
-            self.buffers.append(cid, uid, stamp, chunk_samples(msg.audio))
+            self.buffers.append(cid, uid, stamp, chunk_samples(msg.audio), voiced)
         elif msg.state == Utterance.ENDED:
             self.buffers.end(cid, uid, stamp, to_sec(msg.audio_end), chunk_samples(msg.audio))
         elif msg.state == Utterance.CANCELLED:
@@ -241,16 +253,12 @@ class SttNode(Node):
         buf = job.buffer
         prefix = log_prefix(buf.conversation_id)
         if job.kind == 'partial':
-            if not self.buffers.is_open(buf.key):
-                return   # ended or cancelled meanwhile: the final will follow
-            new_audio = job.audio[-max(1, int(self.partial_ms * MIC_RATE / 1000)):]
-            if buf.partials and self.engine.is_silence(new_audio):
-                return   # trailing silence adds no words: keep the worker free for the final
             res = self.engine.transcribe(job.audio)
+            self.buffers.record(buf, len(job.audio), res)
             if res.silent or not res.text or res.text == buf.last_partial_text:
                 return
             if not self.buffers.is_open(buf.key):
-                return
+                return   # ended or cancelled meanwhile: the final follows (reusing this)
             buf.last_partial_text = res.text
             end = buf.audio_start + len(job.audio) / MIC_RATE
             self._publish(buf, res, False, end)
@@ -258,9 +266,12 @@ class SttNode(Node):
                 self._trace(buf, STAGE_PARTIAL, buf.last_stamp)
             buf.partials += 1
             return
-        if len(job.audio) == 0:
+        if job.audio is None:
+            res = buf.decoded        # no voiced audio after the last decode: it is the final
+        elif len(job.audio) == 0:
             return
-        res = self.engine.transcribe(job.audio)
+        else:
+            res = self.engine.transcribe(job.audio)
         if res.silent or not res.text:
             why = 'silence' if res.silent else \
                 f'no text ({res.dropped} segments dropped by the guard)'
@@ -269,9 +280,11 @@ class SttNode(Node):
             return
         self._publish(buf, res, True, buf.audio_end)
         self._trace(buf, STAGE_FINAL, buf.end_stamp)
-        dur = len(job.audio) / MIC_RATE
-        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} '
-                               f'({dur:.1f} s audio in {res.seconds:.2f} s)')
+        how = f'the decode made during the pause ({res.seconds:.2f} s)' if job.audio is None \
+            else f'{len(job.audio) / MIC_RATE:.1f} s audio in {res.seconds:.2f} s'
+        after = time.monotonic() - buf.ended_at
+        self.get_logger().info(f'{prefix}utterance {buf.utterance_id}: {res.text!r} ({how}; '
+                               f'published {after:.2f} s after the end)')
         if self.diag.level() != OK:
             self.diag.set(OK, 'model loaded')
 
