@@ -26,6 +26,7 @@ setup(
             'chat = droid_bringup.chat_node:main',
             'latency_report = droid_bringup.latency_report_node:main',
             'replay = droid_bringup.replay_node:main',
+            'probe = droid_bringup.probe_node:main',
         ],
     },
 )
