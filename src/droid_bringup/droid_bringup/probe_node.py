@@ -165,9 +165,9 @@ class Probe(Node):
                 line = self.commands.get_nowait()
             except queue.Empty:
                 return
-            self.handle(line)
+            self.do(line)
 
-    def handle(self, line: str):
+    def do(self, line: str):
         cmd, _, rest = line.partition(' ')
         if cmd == 'quit':
             raise SystemExit(0)

@@ -36,6 +36,15 @@ BRINGUP = 90.0          # generous: a 2-core CI machine shared with other test r
 TURN = 60.0
 
 
+def settle():
+    """Let the listener's follow-up window after the last reply close: an injected
+    utterance inside it would be taken as a follow-up of the old conversation."""
+    from ament_index_python.packages import get_package_share_directory
+    path = os.path.join(get_package_share_directory('droid_bringup'), 'config', 'mock.yaml')
+    follow_up = yaml.safe_load(open(path))['listener']['ros__parameters']['follow_up_s']
+    time.sleep(follow_up + 1.0)
+
+
 def rex_fallback_line() -> str:
     from ament_index_python.packages import get_package_share_directory
     path = os.path.join(get_package_share_directory('droid_brain'), 'personas', 'rex.yaml')
@@ -58,6 +67,12 @@ def diag(name_part, level=None, text=None):
                 and (level is None or e['level'] == level)
                 and (text is None or text in e['message']))
     return pred
+
+
+def listening(ns=''):
+    """The body's listener is ready for speech (its worker reports 'listening')."""
+    return diag(f"{ns.strip('/') + '/' if ns.strip('/') else ''}listener: worker", 0,
+                'listening')
 
 
 def topic(ns, name, **fields):
@@ -97,6 +112,7 @@ def split(tmp_path_factory):
             up = watch.wait_for(diag('mind_monitor', 0, 'mind reachable'), BRINGUP)
             assert up, 'the body never reached its mind\n' + context(body_launch, mind_launch,
                                                                       watch)
+            assert watch.wait_for(listening(), BRINGUP), context(body_launch, mind_launch, watch)
             yield lab, body, mind, body_launch, mind_launch, watch
 
 
@@ -132,12 +148,13 @@ def test_a_spoken_request_on_the_body_is_answered_by_the_mind(split):
 def test_link_down_for_10_s_the_body_stays_expressive_and_answers_again(split):
     lab, body, _, body_launch, mind_launch, watch = split
     ctx = lambda: context(body_launch, mind_launch, watch)  # noqa: E731
+    settle()
     # A turn that works before the cut.
     t = watch.send('inject - hey jarvis, hello')
     assert watch.wait_for(topic('', 'brain/reply'), TURN, since=t), ctx()
-    assert watch.wait_for(lambda e: topic('', 'voice/speech_event')(e) and e['event'] == 1,
-                          TURN, since=t), ctx()        # ENDED: the droid is quiet again
-    time.sleep(1.0)
+    assert watch.wait_for(lambda e: topic('', 'voice/speech_event')(e) and e['event'] == 1
+                          and e['last_in_reply'], TURN, since=t), ctx()   # the droid is quiet
+    settle()
 
     t_down = time.monotonic()
     lab.set_link(body, up=False)
@@ -165,6 +182,7 @@ def test_link_down_for_10_s_the_body_stays_expressive_and_answers_again(split):
                              10, since=t_up)
     assert cleared, 'the no-brain look stayed after the mind came back'
 
+    settle()
     t_next = watch.send('inject - hey jarvis, tell me about yourself')
     heard = watch.wait_for(lambda e: topic('', 'speech/transcription', is_final=True)(e)
                            and 'yourself' in e['text'], TURN, since=t_next)
@@ -194,25 +212,36 @@ def test_without_multicast_static_peers_join_the_hosts(tmp_path):
         body, mind = lab.add_host('body'), lab.add_host('mind')
         lab.start()
         dom = domain()
+        env = lambda rng, peers: ros_host_env(dom, rng, peers)  # noqa: E731
         # Control: with no multicast and no peers, nothing is discovered.
-        alone = _ping(lab, body, mind, ros_host_env(dom), ros_host_env(dom))
+        alone = _ping(lab, body, mind, env('SUBNET', []), env('SUBNET', []))
         assert alone and not alone['matched'] and alone['lost'] == 5, alone
         # Cyclone DDS ignores static peers when discovery is OFF (rmw_cyclonedds warns).
-        off = _ping(lab, body, mind, ros_host_env(dom, 'OFF', [mind.address]),
-                    ros_host_env(dom, 'OFF', [body.address]))
+        off = _ping(lab, body, mind, env('OFF', [mind.address]), env('OFF', [body.address]))
         assert off and not off['matched'], off
-        # LOCALHOST + peers: no multicast at all, the peers (and this host) by unicast.
-        local = _ping(lab, body, mind, ros_host_env(dom, 'LOCALHOST', [mind.address]),
-                      ros_host_env(dom, 'LOCALHOST', [body.address]), wait=30)
-        assert local and local['matched'] and local['lost'] == 0, local
+        # SUBNET + the other host only: across the link yes, but two processes on the
+        # same host no longer find each other (no multicast, and localhost is no peer).
+        across = _ping(lab, body, mind, env('SUBNET', [mind.address]),
+                       env('SUBNET', [body.address]), wait=30)
+        assert across and across['matched'] and across['lost'] == 0, across
+        same = _ping(lab, body, body, env('SUBNET', [mind.address]),
+                     env('SUBNET', [mind.address]))
+        assert same and not same['matched'], same
+        # ... unless localhost is a peer too.
+        same = _ping(lab, body, body, env('SUBNET', ['localhost', mind.address]),
+                     env('SUBNET', ['localhost', mind.address]), wait=30)
+        assert same and same['matched'] and same['lost'] == 0, same
 
-        benv = ros_host_env(dom, 'SUBNET', [mind.address], config_home=tmp_path / 'b')
-        menv = ros_host_env(dom, 'SUBNET', [body.address], config_home=tmp_path / 'm')
+        # The whole droid with the README's recipe for networks without multicast:
+        # LOCALHOST (multicast off, this host's processes) + the other host as a peer.
+        benv = ros_host_env(dom, 'LOCALHOST', [mind.address], config_home=tmp_path / 'b')
+        menv = ros_host_env(dom, 'LOCALHOST', [body.address], config_home=tmp_path / 'm')
         with launch(lab, mind, menv, 'role:=mind') as mind_launch, \
                 launch(lab, body, benv, 'role:=body') as body_launch, \
                 probe(lab, body, benv, '--diagnostics') as watch:
             ctx = lambda: context(body_launch, mind_launch, watch)  # noqa: E731
             assert watch.wait_for(diag('mind_monitor', 0, 'mind reachable'), BRINGUP), ctx()
+            assert watch.wait_for(listening(), BRINGUP), ctx()
             t = watch.send('inject - hey jarvis, make your eyes blue')
             heard = watch.wait_for(lambda e: topic('', 'speech/transcription', is_final=True)(e)
                                    and 'blue' in e['text'], TURN, since=t)
@@ -249,6 +278,7 @@ def test_one_mind_host_serves_two_droids_and_nothing_crosses_over(tmp_path):
             for ns in ('r3x', 'tars'):
                 assert watch.wait_for(diag(f'{ns}/mind_monitor', 0, 'mind reachable'),
                                       BRINGUP), ctx()
+                assert watch.wait_for(listening(ns), BRINGUP), ctx()
 
             # 1. r3x is asked for green eyes (a tool call): only r3x reacts.
             t1 = watch.send('say r3x make your eyes green')
@@ -294,6 +324,7 @@ def test_one_mind_host_serves_two_droids_and_nothing_crosses_over(tmp_path):
 
             # 3. A spoken request on r3x: heard, answered and spoken by r3x only, in rex's
             #    persona; tars (now chopper) hears nothing of it.
+            settle()
             t3 = watch.send('inject r3x hey jarvis, hello')
             reply = watch.wait_for(lambda e: topic('/r3x', 'brain/reply')(e) and e['text'],
                                    TURN, since=t3)
