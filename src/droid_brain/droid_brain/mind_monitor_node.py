@@ -54,9 +54,9 @@ class MindMonitorNode(Node):
         p['mind_nodes'] = declare(self, 'mind_nodes', ['stt', 'brain', 'tool_executor'],
                                   'Nodes of the mind pinged through their get_parameters '
                                   'service (relative = this namespace)', read_only=True)
-        p['ping_period_s'] = declare(self, 'ping_period_s', 0.25, 'Ping period per node [s]',
+        p['ping_period_s'] = declare(self, 'ping_period_s', 0.5, 'Ping period per node [s]',
                                      min_value=0.02, max_value=10.0, read_only=True)
-        p['lost_after_s'] = declare(self, 'lost_after_s', 1.25,
+        p['lost_after_s'] = declare(self, 'lost_after_s', 1.5,
                                     'A node silent this long = the mind is unreachable [s] '
                                     '(longer than ping_period_s)',
                                     min_value=0.05, max_value=60.0, read_only=True)

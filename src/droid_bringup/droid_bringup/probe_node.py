@@ -10,7 +10,8 @@ samples left out). Commands are read from stdin, one per line:
 
 * ``inject <ns> <text>``: the mock microphone speaks ``text`` (``audio/inject`` service);
 * ``say <ns> <text>``: a typed line, as ``chat`` sends it (``speech/transcription``);
-* ``stats``: with ``--bytes``, the messages and serialized bytes per topic so far;
+* ``stats``: with ``--bytes``, the messages and serialized bytes per topic so far, and the
+  busiest second of each topic since the previous ``stats`` (``peak_bytes_per_s``);
 * ``ping <ns> <count> <bytes> <period_s> [<wait_s>]``: round trips through a ``--echo``
   probe (reliable QoS, ``AudioChunk`` payloads of ``bytes``), after waiting up to
   ``wait_s`` (30) for it to be discovered; prints the round-trip times;
@@ -23,6 +24,7 @@ namespaces; on a real network it works the same way.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import queue
 import sys
@@ -132,10 +134,19 @@ class Probe(Node):
         emit({'t': time.monotonic(), 'ns': ns, 'topic': topic, **fields})
 
     def on_raw(self, ns, topic, raw: bytes):
+        now = time.monotonic()
         with self._stats_lock:
-            entry = self.stats.setdefault(f'{ns}/{topic}'.lstrip('/'), [0, 0])
+            # [msgs, bytes, window of (t, size) over the last second, its sum, peak sum]
+            entry = self.stats.setdefault(f'{ns}/{topic}'.lstrip('/'),
+                                          [0, 0, collections.deque(), 0, 0])
             entry[0] += 1
             entry[1] += len(raw)
+            window = entry[2]
+            window.append((now, len(raw)))
+            entry[3] += len(raw)
+            while window and window[0][0] <= now - 1.0:
+                entry[3] -= window.popleft()[1]
+            entry[4] = max(entry[4], entry[3])
 
     def on_diag(self, msg):
         for status in msg.status:
@@ -174,7 +185,10 @@ class Probe(Node):
         if cmd == 'stats':
             with self._stats_lock:
                 emit({'t': time.monotonic(), 'event': 'stats',
-                      'stats': {k: {'msgs': v[0], 'bytes': v[1]} for k, v in self.stats.items()}})
+                      'stats': {k: {'msgs': v[0], 'bytes': v[1], 'peak_bytes_per_s': v[4]}
+                                for k, v in self.stats.items()}})
+                for v in self.stats.values():
+                    v[4] = v[3]
         elif cmd in ('inject', 'say'):
             ns, _, text = rest.partition(' ')
             ns = _ns('' if ns == '-' else ns)

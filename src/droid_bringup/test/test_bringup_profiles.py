@@ -56,7 +56,7 @@ def test_role_composes_with_profile_overrides_and_disable(tmp_path):
     user.write_text('mind_monitor:\n  ros__parameters:\n    lost_after_s: 3.0\n')
     body = by_name(plan('mock', CONFIG, role='body', params_file=str(user)))
     assert body['mind_monitor'].parameters['lost_after_s'] == 3.0
-    assert body['mind_monitor'].parameters['ping_period_s'] == 0.25
+    assert body['mind_monitor'].parameters['ping_period_s'] == 0.5
 
 
 @pytest.mark.parametrize('ns', ['', '/', 'r3x', '/r3x', 'fleet/tars', '/fleet/tars_2', '_x'])
