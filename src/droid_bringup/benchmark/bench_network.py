@@ -90,12 +90,24 @@ def turn_breakdowns(watch, cids) -> list:
     for t in tracker.turns.values():
         if t.conversation_id not in cids:
             continue
-        b = breakdown(t)
-        eyes = t.first.get('eyes_reacted')
-        if eyes is not None and eyes.input_stamp > 0:
-            # the eyes (body) react to a message stamped by the brain (mind): one hop
-            b['ms']['eyes_handoff'] = round((eyes.stamp - eyes.input_stamp) * 1000.0, 3)
-        out.append(b)
+        out.append(breakdown(t))
+    return out
+
+
+# Topics the mind publishes (stamped when published) and the body's probe receives.
+MIND_TO_BODY = ('brain/reply', 'brain/sentiment', 'speech/transcription', 'eyes/command')
+
+
+def transport_ms(watch, since: float) -> dict:
+    """Arrival (ROS time) minus header stamp per topic: p50/p95 [ms] (the lab's hosts
+    share one clock)."""
+    out = {}
+    for name in MIND_TO_BODY:
+        xs = [(e['rx'] - sec(e['header']['stamp'])) * 1000.0
+              for e in watch.select(lambda e: e.get('topic') == name and 'rx' in e, since=since)]
+        if xs:
+            out[name] = {'n': len(xs), 'p50': round(percentile(xs, 50), 2),
+                         'p95': round(percentile(xs, 95), 2)}
     return out
 
 
@@ -221,40 +233,59 @@ def bench_split(turns: int, delay_ms: float, loss_pct: float, link_down: bool,
                 raise RuntimeError('solo droid did not start:\n' + launch.output()[-3000:])
             time.sleep(3.0)
             run_turn(watch, TEXTS[0])          # warm-up
+            t_turns = time.monotonic()
             cids, failed = run_turns(watch, turns)
             solo_stats = stage_p50(turn_breakdowns(watch, cids))
+            solo_transport = transport_ms(watch, t_turns)
             result['one_host'] = {'turns': turns, 'failed_turns': failed,
-                                  'stage_p50_ms': solo_stats}
+                                  'stage_p50_ms': solo_stats,
+                                  'transport_ms': solo_transport}
 
         with Process(lab.exec_args(mind, LAUNCH + ['role:=mind']), env=menv) as ml, \
-                Process(lab.exec_args(body, LAUNCH + ['role:=body']), env=benv) as bl, \
-                ProbeClient(lab.exec_args(body, PROBE + ['--diagnostics']), env=benv) as watch:
-            if not wait_reachable(watch):
-                raise RuntimeError('split droid did not start:\n' + bl.output()[-2000:]
-                                   + ml.output()[-2000:])
-            time.sleep(3.0)
-            run_turn(watch, TEXTS[0])          # warm-up
-            time.sleep(2.0)
+                Process(lab.exec_args(body, LAUNCH + ['role:=body']), env=benv) as bl:
+            # idle traffic first, with no probe subscribed to anything across the link
+            with ProbeClient(lab.exec_args(body, PROBE + ['--diagnostics']), env=benv) as w:
+                if not wait_reachable(w):
+                    raise RuntimeError('split droid did not start:\n' + bl.output()[-2000:]
+                                       + ml.output()[-2000:])
+            time.sleep(5.0)
             c0 = lab.counters(body)
             time.sleep(idle_s)
             c1 = lab.counters(body)
-            cids, failed = run_turns(watch, turns)
-            c2 = lab.counters(body)
-            split_stats = stage_p50(turn_breakdowns(watch, cids))
-            wire = lambda a, b: (b['rx_bytes'] - a['rx_bytes']) + (b['tx_bytes'] - a['tx_bytes'])  # noqa: E731
-            ok = max(1, turns - failed)
-            result['two_hosts'] = {
-                'turns': turns, 'failed_turns': failed, 'stage_p50_ms': split_stats,
-                'body_link_idle_bytes_per_s': round(wire(c0, c1) / idle_s),
-                'body_link_bytes_per_turn': round(wire(c1, c2) / ok),
-                'body_link_tx_bytes_per_turn': round((c2['tx_bytes'] - c1['tx_bytes']) / ok),
-                'body_link_rx_bytes_per_turn': round((c2['rx_bytes'] - c1['rx_bytes']) / ok),
-            }
-            result['added_by_the_split_ms_p50'] = {
-                k: round(split_stats[k] - solo_stats[k], 1)
-                for k in split_stats if k in solo_stats}
-            if link_down:
-                result['link_down'] = bench_link_down(lab, body, watch)
+            with ProbeClient(lab.exec_args(body, PROBE + ['--diagnostics']), env=benv) as watch:
+                if not wait_reachable(watch):
+                    raise RuntimeError('the probe did not see the droid again')
+                time.sleep(3.0)
+                run_turn(watch, TEXTS[0])          # warm-up
+                c2 = lab.counters(body)
+                t_turns = time.monotonic()
+                cids, failed = run_turns(watch, turns)
+                c3 = lab.counters(body)
+                split_stats = stage_p50(turn_breakdowns(watch, cids))
+                split_transport = transport_ms(watch, t_turns)
+                wire = lambda a, b: (b['rx_bytes'] - a['rx_bytes']) + (b['tx_bytes'] - a['tx_bytes'])  # noqa: E731
+                ok = max(1, turns - failed)
+                result['two_hosts'] = {
+                    'turns': turns, 'failed_turns': failed, 'stage_p50_ms': split_stats,
+                    'transport_ms': split_transport,
+                    'body_link_idle_bytes_per_s': round(wire(c0, c1) / idle_s),
+                    'body_link_idle_packets_per_s': round(
+                        (c1['rx_packets'] - c0['rx_packets'] + c1['tx_packets']
+                         - c0['tx_packets']) / idle_s),
+                    'body_link_bytes_per_turn': round(wire(c2, c3) / ok),
+                    'body_link_tx_bytes_per_turn': round((c3['tx_bytes'] - c2['tx_bytes']) / ok),
+                    'body_link_rx_bytes_per_turn': round((c3['rx_bytes'] - c2['rx_bytes']) / ok),
+                    'note': 'wire bytes on the body interface (IP + UDP + RTPS, both ways); '
+                            'per turn includes the probe watching the conversation topics',
+                }
+                result['added_by_the_split_ms_p50'] = {
+                    k: round(split_stats[k] - solo_stats[k], 1)
+                    for k in split_stats if k in solo_stats}
+                result['added_per_hop_ms_p50'] = {
+                    k: round(v['p50'] - solo_transport[k]['p50'], 2)
+                    for k, v in split_transport.items() if k in solo_transport}
+                if link_down:
+                    result['link_down'] = bench_link_down(lab, body, watch)
     return result
 
 

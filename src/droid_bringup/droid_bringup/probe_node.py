@@ -5,8 +5,9 @@
     ros2 run droid_bringup probe --echo                    # answer pings (on the far host)
 
 Every message of the droid's conversation topics in each namespace is printed as one JSON
-object ``{"t": <monotonic s>, "ns": "/r3x", "topic": "brain/reply", ...fields}`` (audio
-samples left out). Commands are read from stdin, one per line:
+object ``{"t": <monotonic s>, "rx": <ROS time of arrival>, "ns": "/r3x", "topic":
+"brain/reply", ...fields}`` (audio samples left out); ``rx`` minus the header stamp is the
+message's transport latency when the clocks agree. Commands are read from stdin, one per line:
 
 * ``inject <ns> <text>``: the mock microphone speaks ``text`` (``audio/inject`` service);
 * ``say <ns> <text>``: a typed line, as ``chat`` sends it (``speech/transcription``);
@@ -130,8 +131,9 @@ class Probe(Node):
 
     # -- output --------------------------------------------------------------------------------
     def on_msg(self, ns, topic, msg):
+        rx = self.get_clock().now().nanoseconds * 1e-9     # ROS time of arrival
         fields = {k: v for k, v in message_to_ordereddict(msg).items() if k not in _BIG}
-        emit({'t': time.monotonic(), 'ns': ns, 'topic': topic, **fields})
+        emit({'t': time.monotonic(), 'rx': rx, 'ns': ns, 'topic': topic, **fields})
 
     def on_raw(self, ns, topic, raw: bytes):
         now = time.monotonic()
