@@ -143,6 +143,9 @@ def test_a_spoken_request_on_the_body_is_answered_by_the_mind(split):
                          and e['color']['g'] < 0.2, TURN, since=t0)
     assert red, 'the eyes did not turn red (set_eyes from the mind\'s tool executor)\n' + ctx()
     assert watch.wait_for(topic('', 'trace', conversation_id=cid), 5, since=t0)
+    # the whole reply is spoken (the next test starts from a quiet droid)
+    assert watch.wait_for(lambda e: topic('', 'voice/speech_event', conversation_id=cid)(e)
+                          and e['last_in_reply'] and e['event'] in (1, 2), TURN, since=t0), ctx()
 
 
 def test_link_down_for_10_s_the_body_stays_expressive_and_answers_again(split):
