@@ -28,6 +28,7 @@ setup(
             'latency_report = droid_bringup.latency_report_node:main',
             'replay = droid_bringup.replay_node:main',
             'web_bridge = droid_bringup.web_bridge_node:main',
+            'probe = droid_bringup.probe_node:main',
         ],
     },
 )

@@ -201,7 +201,9 @@ class BrainNode(Node):
                                    read_only=True)
         p['state_file'] = declare(self, 'state_file', '',
                                   "User state file (active persona); '' = "
-                                  '$XDG_CONFIG_HOME/droid/brain_state.yaml', read_only=True)
+                                  '$XDG_CONFIG_HOME/droid/brain_state.yaml, or '
+                                  '$XDG_CONFIG_HOME/droid/<namespace>/brain_state.yaml in a '
+                                  'namespace', read_only=True)
         p['mock_time_to_first_token_s'] = declare(
             self, 'mock_time_to_first_token_s', 0.3, 'Mock backend: delay of the first token [s]',
             min_value=0.0, max_value=60.0, read_only=True)
@@ -224,7 +226,7 @@ class BrainNode(Node):
 
         # Personas (defaults -> user overrides -> persona) and the saved choice.
         persona_dir = p['persona_dir'] or default_persona_dir()
-        state_file = p['state_file'] or default_state_file()
+        state_file = p['state_file'] or default_state_file(self.get_namespace())
         self.personas = PersonaStore(persona_dir, state_file, p['default_persona'])
         for err in self.personas.errors:
             log.error(err)

@@ -344,6 +344,10 @@ def default_persona_dir() -> Path:
         return src
 
 
-def default_state_file() -> Path:
+def default_state_file(namespace: str = '') -> Path:
+    """``$XDG_CONFIG_HOME/droid/brain_state.yaml`` for a droid without a namespace, and
+    ``$XDG_CONFIG_HOME/droid/<namespace>/brain_state.yaml`` for one in a namespace, so that
+    the brains of a fleet on one mind host each keep their own persona choice."""
     base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config')
-    return Path(base) / 'droid' / 'brain_state.yaml'
+    parts = [p for p in namespace.split('/') if p]
+    return Path(base, 'droid', *parts, 'brain_state.yaml')

@@ -24,6 +24,7 @@ NODES = {
     'brain': ['droid_brain/droid_brain/brain_node.py'],
     'tool_executor': ['droid_brain/droid_brain/tool_executor_node.py'],
     'mode_manager': ['droid_brain/droid_brain/mode_manager_node.py'],
+    'mind_monitor': ['droid_brain/droid_brain/mind_monitor_node.py'],
     'tts': ['droid_voice/droid_voice/tts_node.py'],
     'music': ['droid_voice/droid_voice/music_node.py'],
     'eyes': ['droid_eyes/droid_eyes/eyes_node.py', 'droid_eyes/droid_eyes/eyes_common.py'],
