@@ -21,19 +21,23 @@ def test_every_profile_file_has_one_block_per_node_and_nothing_else():
 
 
 def test_role_all_is_the_whole_droid_on_one_host():
-    names = {s.name for s in plan('mock', CONFIG)}
-    assert names == {s.name for s in plan('mock', CONFIG, role='all')}
+    names = {s.name for s in plan('mock', CONFIG, dashboard='false')}
+    assert names == {s.name for s in plan('mock', CONFIG, role='all', dashboard='false')}
     assert names == {'microphone', 'listener', 'stt', 'mode_manager', 'brain', 'tool_executor',
                      'tts', 'music', 'eyes'}
 
 
 def test_body_and_mind_split_the_droid_and_the_body_watches_the_mind():
-    body = {s.name for s in plan('mock', CONFIG, role='body')}
-    mind = {s.name for s in plan('mock', CONFIG, role='mind')}
+    body = {s.name for s in plan('mock', CONFIG, role='body', dashboard='false')}
+    mind = {s.name for s in plan('mock', CONFIG, role='mind', dashboard='false')}
     assert body == {'microphone', 'listener', 'mode_manager', 'tts', 'music', 'eyes',
                     'mind_monitor'}
     assert mind == {'stt', 'brain', 'tool_executor'}
-    assert body - {'mind_monitor'} | mind == {s.name for s in plan('mock', CONFIG)}
+    assert body - {'mind_monitor'} | mind == {s.name for s in plan('mock', CONFIG,
+                                                                  dashboard='false')}
+    # the dashboard (on by default in mock) goes with the body, next to the phone
+    assert 'web_bridge' in {s.name for s in plan('mock', CONFIG, role='body')}
+    assert 'web_bridge' not in {s.name for s in plan('mock', CONFIG, role='mind')}
     assert not body & mind
     assert set(parts_of('body')) == body and set(parts_of('mind')) == mind
 
