@@ -176,8 +176,10 @@ class MusicNode(Node):
                 self.get_logger().error(msg)
                 self.diag.set(ERROR, msg, component='output')
         self._tap.rate = rate
+        sim = bool(self.get_parameter('use_sim_time').value)   # a sim clock may jump
         out = MockOutput(lambda n, th, tw: self._tap(n, th, tw), self._now,
-                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0)
+                         sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0,
+                         poll_s=0.002 if sim else 0.25)
         out.start()
         return out
 

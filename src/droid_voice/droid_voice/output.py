@@ -4,7 +4,9 @@
   renderer (nothing in it blocks); ``heard_t`` = clock + the stream's DAC latency for
   that buffer (``outputBufferDacTime - currentTime``, else the stream's latency).
 - :class:`MockOutput`: no device; a thread pulls blocks when the given clock (the node
-  clock: sim time makes it faster or slower than real time) reaches their start time.
+  clock: sim time makes it faster or slower than real time) reaches their start time. It
+  sleeps until the next block is due, not in a polling loop, and :meth:`MockOutput.wake`
+  (the speaker's ``on_audio``) hands the next block over at once when new audio is ready.
 
 ``clock`` is a callable returning seconds on the node clock.
 """
@@ -98,6 +100,12 @@ class MockOutput:
     block (at most ``max_catch_up`` s at once; a larger jump resynchronises). Until the
     clock is non-zero (sim time not started) nothing is rendered. ``sink`` (optional)
     receives every rendered block (the "recording" of what was said).
+
+    The pacer thread sleeps until the next block's start (at most ``poll_s`` of wall time,
+    so a simulated clock that jumps is followed: keep it small under sim time). A device
+    holds a block ahead in its buffer: :meth:`wake` (new audio ready) writes the next block
+    at once, heard at its start time, so speech does not wait for a block boundary to be
+    handed over (at most one block ahead of the clock).
     """
 
     def __init__(self, render, clock, *, sample_rate: int, block_s: float = 0.02,
@@ -111,7 +119,9 @@ class MockOutput:
         self.max_catch_up = float(max_catch_up)
         self.sink = sink
         self.blocks = 0
+        self.early = 0                     # blocks written ahead on a wake
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = None
         self._next = None
 
@@ -129,23 +139,50 @@ class MockOutput:
             self._next = now
         n = 0
         while now >= self._next:
-            block = self.render(self.block, self._next, self._next)
-            if self.sink is not None:
-                self.sink(self._next, block)
-            self._next += self.block_s
-            self.blocks += 1
+            self._render_next(self._next)
             n += 1
         return n
+
+    def step_ahead(self, now: float) -> bool:
+        """Write the next block now (heard at its start time) if it is at most one block
+        ahead of ``now``; True if written."""
+        if now <= 0.0 or self._next is None or self._next - now > self.block_s:
+            return False
+        if now - self._next > self.max_catch_up:
+            return False                   # far behind: step() resynchronises
+        self._render_next(now)
+        self.early += 1
+        return True
+
+    def _render_next(self, written_t: float) -> None:
+        block = self.render(self.block, self._next, min(written_t, self._next))
+        if self.sink is not None:
+            self.sink(self._next, block)
+        self._next += self.block_s
+        self.blocks += 1
+
+    def wake(self) -> None:
+        """New audio is ready: hand it to the "device" now (from any thread)."""
+        self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.step(self.clock())
+                now = self.clock()
+                self.step(now)
+                wait = self.poll_s if self._next is None else \
+                    min(max(self._next - now, 0.0), self.poll_s)
+                if self._wake.wait(wait):
+                    self._wake.clear()
+                    if not self._stop.is_set():
+                        now = self.clock()
+                        self.step(now)
+                        self.step_ahead(now)
             except Exception:  # noqa: BLE001, S110 - the pacer must survive a bad block
-                pass
-            time.sleep(self.poll_s)
+                time.sleep(self.poll_s)
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)

@@ -135,8 +135,12 @@ class TtsNode(Node):
                                 publisher_of(self.pub_playback, 'tts') if p['publish_playback']
                                 else (lambda t, samples: None), RATE)
 
-        # Output last: it starts pulling audio right away.
+        # Output last: it starts pulling audio right away. Sleeps are bounded by this much
+        # wall time only under sim time (a simulated clock may jump); else they last until
+        # the next due time or a wake-up.
+        self._max_wait = 0.003 if self._sim_time() else 0.25
         self.output = self._make_output(p)
+        self.speaker.on_audio = getattr(self.output, 'wake', None)   # mock: no block wait
         self._stop = threading.Event()
         self._events_thread = threading.Thread(target=self._events_loop, name='tts-events',
                                                daemon=True)
@@ -321,12 +325,16 @@ class TtsNode(Node):
         else:
             self.diag.set(OK, 'mock speaker (no audio device)', component='output')
         out = MockOutput(self._tap, self._now, sample_rate=RATE,
-                         block_s=p['mock_block_ms'] / 1000.0)
+                         block_s=p['mock_block_ms'] / 1000.0,
+                         poll_s=0.002 if self._sim_time() else 0.25)
         out.start()
         return out
 
     def _now(self) -> float:
         return now_sec(self)
+
+    def _sim_time(self) -> bool:
+        return bool(self.get_parameter('use_sim_time').value)
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_persona(self, msg: Persona) -> None:
@@ -507,13 +515,17 @@ class TtsNode(Node):
 
     # -- outputs ------------------------------------------------------------------------------
     def _events_loop(self) -> None:
+        """Publishes the speaker's events when they are due: sleeps until the next due time
+        or a new event (no polling)."""
         while not self._stop.is_set():
             try:
-                for e in self.speaker.pop_due(self._now()):
+                now = self._now()
+                for e in self.speaker.pop_due(now):
                     self._publish_event(e)
+                self.speaker.wait_due(now, self._max_wait)
             except Exception as exc:  # noqa: BLE001 - keep publishing; say why
                 self.get_logger().error(redact(f'event publishing failed: {exc}'))
-            time.sleep(0.003)
+                time.sleep(0.01)
 
     def _publish_event(self, e) -> None:
         if e.kind == 'amplitude':
@@ -615,6 +627,7 @@ class TtsNode(Node):
 
     def close(self) -> None:
         self._stop.set()
+        self.speaker.wake()
         self.output.close()
         self._tap.close()
         self.speaker.close()
