@@ -199,12 +199,12 @@ class BrainNode(Node):
                                           'characters, so speech starts sooner (0 = whole '
                                           'sentences)', min_value=0, max_value=2000,
                                           read_only=True)
-        p['preemptive_generation'] = declare(self, 'preemptive_generation', True,
+        p['preemptive_generation'] = declare(self, 'preemptive_generation', False,
                                              'Start the LLM request from the latest partial '
                                              'transcription when the end of the turn is known '
                                              '(or the partial is stable), keep it if the final '
-                                             'says the same words, else restart',
-                                             read_only=True)
+                                             'says the same words, else restart (on in the '
+                                             'real profile)', read_only=True)
         p['preemptive_stable_ms'] = declare(self, 'preemptive_stable_ms', 0.0,
                                             'Also start preemptively when the latest partial '
                                             'has not changed for this long [ms] (0 = only at '

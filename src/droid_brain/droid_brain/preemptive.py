@@ -94,6 +94,13 @@ class Preemptor:
             self._cand = _Candidate(key, text, norm, now) if norm else None
             return stale
 
+    @property
+    def latest(self) -> tuple | None:
+        """``(key, text)`` of the latest partial, if any."""
+        with self._lock:
+            c = self._cand
+            return None if c is None else (c.key, c.text)
+
     def end_of_turn(self, key: tuple, now: float) -> tuple | None:
         """The end of this utterance is known or likely: ``(key, text)`` to start a
         tentative reply from now, or None (no partial, or already started)."""
