@@ -405,7 +405,7 @@ class BrainNode(Node):
         text = msg.text.strip()
         key = (msg.conversation_id, msg.utterance_id)
         if not msg.is_final:
-            self._on_partial(key, text)
+            self._on_partial(key, text, to_sec(msg.audio_end))
             return
         if not text or key in self._seen:
             return
@@ -440,10 +440,10 @@ class BrainNode(Node):
         """Only from a quiet state: the droid silent and no reply in the works."""
         return not self._droid_speaking and not self.worker.busy()
 
-    def _on_partial(self, key: tuple, text: str) -> None:
+    def _on_partial(self, key: tuple, text: str, audio_end: float = 0.0) -> None:
         if not self.preemptor.enabled or not text:
             return
-        if self.preemptor.partial(key, text, now_sec(self)):
+        if self.preemptor.partial(key, text, now_sec(self), audio_end):
             if self.worker.cancel_tentative('the partial transcription changed'):
                 self.get_logger().debug(f'{log_prefix(key[0])}preemptive reply dropped: '
                                         'the words changed')
@@ -451,15 +451,18 @@ class BrainNode(Node):
             self._preempt_cond.notify_all()
 
     def _on_utterance(self, msg: Utterance) -> None:
-        """The listener ended the utterance: the end of the turn is known."""
+        """The listener ended the utterance: the end of the turn is known (a tentative
+        reply starts if the latest partial covers the speech, up to ``audio_end``)."""
         if msg.state == Utterance.CANCELLED:
             self.preemptor.forget()
             self.worker.cancel_tentative('utterance cancelled')
         elif msg.state == Utterance.ENDED and self._can_preempt():
             start = self.preemptor.end_of_turn((msg.conversation_id, msg.utterance_id),
-                                               now_sec(self))
+                                               now_sec(self), to_sec(msg.audio_end))
             if start is not None:
                 self._start_tentative(*start, why='end of turn')
+            else:
+                self._preempt_diag()
 
     def _preempt_loop(self) -> None:
         """Starts a tentative turn when the latest partial has been stable long enough."""

@@ -9,7 +9,9 @@ the final matches:
   is due when the latest partial of an utterance has stayed the same for ``stable_s``
   (0 = never by time alone), or at once when the end of the turn is known or likely
   (:meth:`Preemptor.end_of_turn`: the listener ended the utterance, or an end-of-turn model
-  is confident). A newer, different partial makes a started reply stale (cancel it); the
+  is confident) -- if the partial covers the speech: a partial decoded from audio that ends
+  before the end of speech lacks the last words, and is not worth a request. A newer,
+  different partial makes a started reply stale (cancel it); the
   final keeps it when the texts match after :func:`normalise` (case, punctuation and spaces
   ignored), else the reply is cancelled and restarted from the final.
 * :class:`ReplyGate` holds what a tentative reply produces (sentences, traces, the end of
@@ -43,6 +45,7 @@ class _Candidate:
     text: str
     norm: str
     since: float                     # when this text became the latest partial
+    audio_end: float = 0.0           # end of the audio it was decoded from (0 = unknown)
     started_at: float | None = None  # when a tentative reply was started from it
     started_text: str = ''
 
@@ -53,6 +56,7 @@ class PreemptStats:
     kept: int = 0             # ... confirmed by the final (hits)
     restarted: int = 0        # ... the final differed: cancelled, restarted from the final
     stale: int = 0            # ... a newer, different partial came first: cancelled
+    uncovered: int = 0        # end of turn, but the partial did not cover the speech: no start
     saved_s: list = field(default_factory=list)   # per hit: final time - start time
 
     @property
@@ -63,7 +67,7 @@ class PreemptStats:
     def as_dict(self) -> dict:
         saved = sorted(self.saved_s)
         return {'started': self.started, 'kept': self.kept, 'restarted': self.restarted,
-                'stale': self.stale,
+                'stale': self.stale, 'uncovered': self.uncovered,
                 'hit_rate': None if self.hit_rate is None else round(self.hit_rate, 3),
                 'saved_ms_p50': round(saved[len(saved) // 2] * 1000.0, 1) if saved else None}
 
@@ -78,20 +82,22 @@ class Preemptor:
         self._cand: _Candidate | None = None
         self._lock = threading.Lock()
 
-    def partial(self, key: tuple, text: str, now: float) -> bool:
-        """A partial transcription. True if a started tentative reply is now stale (the
-        caller cancels it; a new one may start from this text later)."""
+    def partial(self, key: tuple, text: str, now: float, audio_end: float = 0.0) -> bool:
+        """A partial transcription (``audio_end``: end of the audio it was decoded from,
+        0 = unknown). True if a started tentative reply is now stale (the caller cancels
+        it; a new one may start from this text later)."""
         if not self.enabled:
             return False
         norm = normalise(text)
         with self._lock:
             c = self._cand
             if c is not None and c.key == key and c.norm == norm:
+                c.audio_end = max(c.audio_end, float(audio_end))
                 return False                       # same words: stability goes on
             stale = c is not None and c.started_at is not None
             if stale:
                 self.stats.stale += 1
-            self._cand = _Candidate(key, text, norm, now) if norm else None
+            self._cand = _Candidate(key, text, norm, now, float(audio_end)) if norm else None
             return stale
 
     @property
@@ -101,14 +107,18 @@ class Preemptor:
             c = self._cand
             return None if c is None else (c.key, c.text)
 
-    def end_of_turn(self, key: tuple, now: float) -> tuple | None:
-        """The end of this utterance is known or likely: ``(key, text)`` to start a
-        tentative reply from now, or None (no partial, or already started)."""
+    def end_of_turn(self, key: tuple, now: float, speech_end: float = 0.0) -> tuple | None:
+        """The end of this utterance is known or likely (``speech_end``: when the voiced
+        audio ended, 0 = unknown): ``(key, text)`` to start a tentative reply from now, or
+        None (no partial, already started, or the partial does not cover the speech)."""
         if not self.enabled:
             return None
         with self._lock:
             c = self._cand
             if c is None or c.key != key or c.started_at is not None:
+                return None
+            if speech_end > 0.0 and 0.0 < c.audio_end < speech_end:
+                self.stats.uncovered += 1
                 return None
             return self._start(c, now)
 

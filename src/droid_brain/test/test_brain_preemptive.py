@@ -222,3 +222,16 @@ def test_a_replaced_queued_tentative_turn_gets_no_end_marker(server):
         assert len(server.requests) == 2                  # 'two' never ran
     finally:
         worker.close()
+
+
+def test_a_partial_that_does_not_cover_the_speech_starts_nothing():
+    p = Preemptor()
+    key = ('c', 1)
+    p.partial(key, 'what', 0.5, audio_end=10.4)           # decoded before the speech ended
+    assert p.end_of_turn(key, 1.0, speech_end=11.2) is None
+    assert p.stats.uncovered == 1 and p.stats.started == 0
+    p.partial(key, 'what time is it', 1.1, audio_end=11.6)
+    assert p.end_of_turn(key, 1.2, speech_end=11.2) == (key, 'what time is it')
+    q = Preemptor()                                       # coverage unknown: start
+    q.partial(key, 'hello', 0.0)
+    assert q.end_of_turn(key, 0.1, speech_end=11.2) is not None
