@@ -429,11 +429,11 @@ class BrainNode(Node):
             self.get_logger().info(f'{prefix}preemptive reply dropped: the final differs')
         if verdict is not None:
             self._preempt_diag()
-        self.get_logger().info(f'{prefix}heard: {text}')
         stamp = msg.header.stamp
         self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
                                 input_stamp=to_sec(stamp),
                                 input_stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec))
+        self.get_logger().info(f'{prefix}heard: {text}')      # after: the turn is under way
 
     # -- preemptive generation ------------------------------------------------------------
     def _can_preempt(self) -> bool:

@@ -43,7 +43,6 @@ import numpy as np
 
 from droid_brain.chunker import SentenceChunker
 from droid_brain.fake_openai import FakeOpenAI, Reply
-from droid_bringup.latency import PlotUnavailable, plot_waterfall
 from droid_common.testing import PulseAudioServer, Process, ros_test_env, speech
 
 RATE = 16000
@@ -468,6 +467,7 @@ def main() -> int:
         'per_turn': results,
     }
     if args.plot:
+        from droid_bringup.latency import PlotUnavailable, plot_waterfall
         rows = [(f"{r['turn']:>2} {r['question'][:22]}", r['marks_ms']) for r in results]
         try:
             out['plot'] = plot_waterfall(
