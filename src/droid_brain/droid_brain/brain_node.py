@@ -447,6 +447,11 @@ class BrainNode(Node):
             if self.worker.cancel_tentative('the partial transcription changed'):
                 self.get_logger().debug(f'{log_prefix(key[0])}preemptive reply dropped: '
                                         'the words changed')
+        if self._can_preempt():
+            start = self.preemptor.due(now_sec(self))     # e.g. delivered after the end
+            if start is not None:
+                self._start_tentative(*start, why='end of turn, late partial')
+                return
         with self._preempt_cond:
             self._preempt_cond.notify_all()
 

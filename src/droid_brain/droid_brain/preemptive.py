@@ -80,6 +80,7 @@ class Preemptor:
         self.stable_s = max(0.0, float(stable_s))
         self.stats = PreemptStats()
         self._cand: _Candidate | None = None
+        self._ended: tuple | None = None          # (key, speech_end): the turn has ended
         self._lock = threading.Lock()
 
     def partial(self, key: tuple, text: str, now: float, audio_end: float = 0.0) -> bool:
@@ -114,6 +115,7 @@ class Preemptor:
         if not self.enabled:
             return None
         with self._lock:
+            self._ended = (key, float(speech_end))
             c = self._cand
             if c is None or c.key != key or c.started_at is not None:
                 return None
@@ -123,11 +125,16 @@ class Preemptor:
             return self._start(c, now)
 
     def due(self, now: float) -> tuple | None:
-        """``(key, text)`` when the latest partial has been stable for ``stable_s``."""
+        """``(key, text)`` when the latest partial has been stable for ``stable_s``, or
+        when it came after the end of its turn (delivered late) and covers the speech."""
         with self._lock:
             c = self._cand
-            if (not self.enabled or self.stable_s <= 0.0 or c is None
-                    or c.started_at is not None or now - c.since < self.stable_s):
+            if not self.enabled or c is None or c.started_at is not None:
+                return None
+            if self._ended is not None and self._ended[0] == c.key and \
+                    not 0.0 < c.audio_end < self._ended[1]:
+                return self._start(c, now)
+            if self.stable_s <= 0.0 or now - c.since < self.stable_s:
                 return None
             return self._start(c, now)
 
@@ -144,6 +151,8 @@ class Preemptor:
         and start from the final), or None (no tentative reply for this utterance)."""
         with self._lock:
             c = self._cand
+            if self._ended is not None and self._ended[0] == key:
+                self._ended = None
             if c is None or c.key != key:
                 return None
             self._cand = None
@@ -160,6 +169,7 @@ class Preemptor:
         """Drop the candidate (a new conversation, the droid interrupted, ...)."""
         with self._lock:
             self._cand = None
+            self._ended = None
 
     def _start(self, c: _Candidate, now: float) -> tuple:
         c.started_at = now

@@ -235,3 +235,16 @@ def test_a_partial_that_does_not_cover_the_speech_starts_nothing():
     q = Preemptor()                                       # coverage unknown: start
     q.partial(key, 'hello', 0.0)
     assert q.end_of_turn(key, 0.1, speech_end=11.2) is not None
+
+
+def test_a_partial_delivered_after_the_end_of_its_turn_still_starts_if_it_covers():
+    p = Preemptor()
+    key = ('c', 1)
+    p.partial(key, 'what', 0.1, audio_end=10.4)
+    assert p.end_of_turn(key, 1.0, speech_end=11.0) is None      # not covered yet
+    assert p.due(1.0) is None
+    p.partial(key, 'what time is it', 1.05, audio_end=11.2)        # the late one
+    assert p.due(1.06) == (key, 'what time is it')
+    assert p.final(key, 'what time is it', 1.3) == KEEP
+    p.partial(('c', 2), 'next', 2.0)                               # another turn: no end yet
+    assert p.due(2.1) is None
