@@ -78,7 +78,8 @@ def standin_first_sentence_s(reply: str, ttft_s: float, token_s: float, piece: i
                              first_clause_chars: int) -> float:
     """When the stand-in has sent what the brain needs for its first sentence: its time to
     first token, then one ``token_s`` per piece up to the one that completes it."""
-    c = SentenceChunker(max_chars=200, first_clause_chars=first_clause_chars)
+    c = SentenceChunker(max_chars=200, **({'first_clause_chars': first_clause_chars}
+                                          if first_clause_chars else {}))
     pieces = [reply[i:i + piece] for i in range(0, len(reply), piece)]
     for j, p in enumerate(pieces):
         if c.feed(p):
