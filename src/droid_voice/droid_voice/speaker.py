@@ -15,6 +15,10 @@ with the time they are heard.
   go back in front of the rest, so :meth:`Speaker.resume` goes on from exactly where the
   fade began (with a short fade-in); nothing after it plays while it is paused. Events
   ``paused`` (when the fade ends) and ``resumed``.
+- :attr:`Speaker.on_audio` (optional, no arguments) is called when audio becomes playable
+  at the head of the playlist (first chunk of the next utterance, or after an underrun,
+  or a resume): an output that paces itself (the mock) starts it at once instead of
+  polling. :meth:`Speaker.wait_due` sleeps until the next event is due or a new one comes.
 - :meth:`Speaker.pop_due` returns the events whose time has come: ``started``,
   ``ended``, ``interrupted``, ``failed``, ``dropped``, ``written`` (first samples handed to
   the device) and ``amplitude`` (RMS of the samples heard at that time, >= the meter
@@ -123,8 +127,9 @@ class Speaker:
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
                  on_warning=None, fallback_cooldown: float = 0.0, normalize=None,
-                 activity=None):
+                 activity=None, on_audio=None):
         self.backend = backend
+        self.on_audio = on_audio          # audio playable at the head: wake the output
         self.normalize = normalize or (lambda text: text)   # text -> words to synthesise
         # droid_common.activity: the synthesis thread is idle only while nothing is queued
         self.activity = activity or REALTIME
@@ -215,7 +220,8 @@ class Speaker:
                 utt.chunks[0] = np.round(first).astype(np.int16)
             t = self.clock()
             self._due.push(t, SpeakerEvent('resumed', t, utt))
-            return True
+        self._audio_ready()
+        return True
 
     def paused(self) -> Utterance | None:
         """The utterance holding the playlist in a pause (pausing or paused), if any."""
@@ -287,6 +293,27 @@ class Speaker:
 
     def next_due(self) -> float | None:
         return self._due.next_due()
+
+    def wait_due(self, now: float, max_wait: float) -> None:
+        """Sleep until the next event is due (``now`` read on this speaker's clock just
+        before), a new event is pushed, or ``max_wait`` wall seconds pass. Call after
+        :meth:`pop_due`: an event pushed in between is not missed."""
+        nd = self._due.next_due()
+        timeout = max_wait if nd is None else min(max(nd - now, 0.0), max_wait)
+        if timeout > 0.0:
+            self._due.wait(timeout)
+
+    def wake(self) -> None:
+        """Wake a thread sleeping in :meth:`wait_due` (shutdown)."""
+        self._due.wake()
+
+    def _audio_ready(self) -> None:
+        cb = self.on_audio
+        if cb is not None:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001, S110 - a wake-up hint only
+                pass
 
     def close(self) -> None:
         self._closed.set()
@@ -434,9 +461,12 @@ class Speaker:
         with self._lock:
             if utt.state == FINISHED or utt.cancel.is_set():
                 return
+            starved = not utt.chunks and bool(self._playlist) and self._playlist[0] is utt
             utt.chunks.append(np.asarray(chunk, dtype=np.int16))
             utt.synthesized += int(chunk.size)
             utt.backend = backend
+        if starved:
+            self._audio_ready()
 
     def _synthesize(self, utt: Utterance) -> None:
         try:

@@ -141,8 +141,12 @@ class TtsNode(Node):
                                 publisher_of(self.pub_playback, 'tts') if p['publish_playback']
                                 else (lambda t, samples: None), RATE)
 
-        # Output last: it starts pulling audio right away.
+        # Output last: it starts pulling audio right away. Sleeps are bounded by this much
+        # wall time only under sim time (a simulated clock may jump); else they last until
+        # the next due time or a wake-up.
+        self._max_wait = 0.003 if self._sim_time() else 0.25
         self.output = self._make_output(p)
+        self.speaker.on_audio = getattr(self.output, 'wake', None)   # mock: no block wait
         self._stop = threading.Event()
         self._events_thread = self.activity.spawn(self._events_loop, 'tts-events')
         self.get_logger().info(
@@ -331,6 +335,9 @@ class TtsNode(Node):
 
     def _now(self) -> float:
         return now_sec(self)
+
+    def _sim_time(self) -> bool:
+        return bool(self.get_parameter('use_sim_time').value)
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_persona(self, msg: Persona) -> None:
@@ -531,6 +538,8 @@ class TtsNode(Node):
         return t is not None and t <= self._now()
 
     def _events_loop(self) -> None:
+        """Publishes the speaker's events when they are due: sleeps until the next due time
+        or a new event (no polling)."""
         while not self._stop.is_set():
             events = []
             try:
@@ -653,6 +662,7 @@ class TtsNode(Node):
     def close(self) -> None:
         self._stop.set()
         self.activity.notify()
+        self.speaker.wake()
         self.output.close()
         self._tap.close()
         self.get_logger().info(f'echo reference: {self._tap.published} messages, '

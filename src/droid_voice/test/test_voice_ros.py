@@ -625,3 +625,30 @@ def test_piper_is_the_offline_voice_without_an_elevenlabs_key(ctx, monkeypatch):
                    for s in warn)
     finally:
         rig.close()
+
+
+def test_new_speech_is_handed_to_the_mock_speaker_without_waiting_for_its_block(ctx):
+    """Blocks of 200 ms: a sentence that is ready mid-block is written at once (the
+    FIRST_AUDIO stamp) and heard from the next block's start (STARTED); a pacer that only
+    woke on block boundaries would write it at that start."""
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=600.0, mock_block_ms=200.0))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        ahead = []
+        for utt in (1, 2, 3):
+            reply.publish(sentence(rig, 'w', utt, 0, 'Hi there.'))
+            reply.publish(sentence(rig, 'w', utt, 1, final=True))
+            assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE and
+                                            t.utterance_id == utt for t in trace), 15)
+            started = next(m for m in ev if m.utterance_id == utt and m.event == S)
+            written = next(t for t in trace if t.utterance_id == utt and
+                           t.stage == TraceEvent.STAGE_FIRST_AUDIO)
+            lead = to_sec(started.header.stamp) - to_sec(written.header.stamp)
+            assert 0.0 <= lead <= 0.2 + 1e-6      # written first, at most one block ahead
+            ahead.append(lead)
+        assert max(ahead) > 0.0
+    finally:
+        rig.close()
