@@ -203,27 +203,6 @@ def test_a_tentative_reply_runs_no_tool_before_it_is_confirmed(server):
         worker.close()
 
 
-def test_a_replaced_queued_tentative_turn_gets_no_end_marker(server):
-    gate = threading.Event()
-    server.push(Reply.gated('First. ', gate, 'Second.'), Reply.text('Third.'))
-    eng, sink, memory, _ = make(server)
-    dropped = []
-    worker = TurnWorker(eng, on_dropped=dropped.append)
-    try:
-        worker.submit(Turn('c', 1, 'one'))
-        assert streamed_all(server, 2)
-        # A tentative turn queued (the running one is being cancelled), then replaced.
-        worker.submit(Turn('c', 2, 'two', gate=ReplyGate()))
-        worker.submit(Turn('c', 3, 'three'))
-        gate.set()
-        assert sink.wait_for(lambda s: any(e[2] == 'c' and e[4] == 'Third.'
-                                           for e in s.of('sentence')), WAIT)
-        assert [t.utterance_id for t in dropped] == []    # the tentative one: nothing
-        assert len(server.requests) == 2                  # 'two' never ran
-    finally:
-        worker.close()
-
-
 def test_a_partial_that_does_not_cover_the_speech_starts_nothing():
     p = Preemptor()
     key = ('c', 1)
