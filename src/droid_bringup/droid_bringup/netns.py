@@ -67,7 +67,16 @@ def available() -> tuple:
     proc = _ip('netns', 'add', name, check=False)
     if proc.returncode != 0:
         return False, f'cannot create a network namespace: {proc.stderr.strip()}'
-    _ip('netns', 'del', name, check=False)
+    try:
+        for what, args in (('a veth pair', ('link', 'add', 'a', 'type', 'veth', 'peer', 'name',
+                                            'b')),
+                           ('a bridge', ('link', 'add', 'br0', 'type', 'bridge'))):
+            proc = _ip(*args, ns=name, check=False)
+            if proc.returncode != 0:
+                return False, f'cannot create {what} in a network namespace: ' \
+                              f'{proc.stderr.strip()}'
+    finally:
+        _ip('netns', 'del', name, check=False)
     return True, ''
 
 
