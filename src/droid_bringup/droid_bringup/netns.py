@@ -67,7 +67,16 @@ def available() -> tuple:
     proc = _ip('netns', 'add', name, check=False)
     if proc.returncode != 0:
         return False, f'cannot create a network namespace: {proc.stderr.strip()}'
-    _ip('netns', 'del', name, check=False)
+    try:
+        for what, args in (('a veth pair', ('link', 'add', 'name', 'va', 'type', 'veth',
+                                            'peer', 'name', 'vb')),
+                           ('a bridge', ('link', 'add', 'br0', 'type', 'bridge'))):
+            proc = _ip(*args, ns=name, check=False)
+            if proc.returncode != 0:
+                return False, f'cannot create {what} in a network namespace: ' \
+                              f'{proc.stderr.strip()}'
+    finally:
+        _ip('netns', 'del', name, check=False)
     return True, ''
 
 
@@ -77,8 +86,9 @@ def netem_available() -> bool:
     if _ip('netns', 'add', name, check=False).returncode != 0:
         return False
     try:
-        _ip('link', 'add', 'a', 'type', 'veth', 'peer', 'name', 'b', ns=name, check=False)
-        proc = subprocess.run(['tc', '-n', name, 'qdisc', 'add', 'dev', 'a', 'root', 'netem',
+        _ip('link', 'add', 'name', 'va', 'type', 'veth', 'peer', 'name', 'vb', ns=name,
+            check=False)
+        proc = subprocess.run(['tc', '-n', name, 'qdisc', 'add', 'dev', 'va', 'root', 'netem',
                                'delay', '1ms'], capture_output=True, text=True)
         return proc.returncode == 0
     except FileNotFoundError:
