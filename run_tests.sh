@@ -13,6 +13,9 @@
 set -euo pipefail
 # shellcheck source=.ci/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/.ci/env.sh"
+# Hypothesis keeps its files out of the source tree (a file written under src/ would make
+# run_droid.sh rebuild the workspace, in the middle of the tests that run it).
+export HYPOTHESIS_STORAGE_DIRECTORY="${HYPOTHESIS_STORAGE_DIRECTORY:-${XDG_CACHE_HOME:-$HOME/.cache}/droid/hypothesis}"
 
 summary_line() {  # colcon test-result output -> "N passed, N failed, N skipped"
   awk '/^Summary:/ {t=$2; e=$4; f=$6; s=$8; printf "%d passed, %d failed, %d skipped\n", t-e-f-s, e+f, s}'

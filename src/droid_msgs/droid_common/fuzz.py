@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 
-from hypothesis import HealthCheck, settings
+# Hypothesis writes a cache where it runs (here: the package's source directory) unless
+# told otherwise; run_tests.sh sets this too.
+os.environ.setdefault('HYPOTHESIS_STORAGE_DIRECTORY',
+                      os.path.join(tempfile.gettempdir(), 'droid-hypothesis'))
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get('DROID_FUZZ_EXAMPLES', '150'))

@@ -71,8 +71,8 @@ class Shutdown:
     instead:
 
     1. SIGINT and SIGTERM only *request* the shutdown (a flag; later signals are ignored,
-       SIGKILL stays the hammer; the handlers stay until the process is gone). The executor is spun in short slices, so it notices
-       within :attr:`POLL_S`.
+       SIGKILL stays the hammer; the handlers stay until the process is gone). A thread
+       woken by the signal wakes the executor, which then returns to the flag.
     2. Executing action goals are asked to cancel (the droid's execute callbacks watch
        ``is_cancel_requested``) and given time to end with the node still whole; then the
        node's ``close()`` stops its own threads and devices. The context is still valid:
@@ -114,19 +114,45 @@ class Shutdown:
 
 
     # -- spinning -----------------------------------------------------------------------
-    def spin(self, executor, context) -> None:
+    def spin(self, executor, context, node) -> None:
         """Spin until a signal, an external shutdown or SystemExit from a callback."""
+        timeout = None if self._watch_signals(node) else self.POLL_S
         while not self.requested.is_set():
             if not context.ok():
                 self.request('context shut down')
                 break
             try:
-                executor.spin_once(timeout_sec=self.POLL_S)
+                executor.spin_once(timeout_sec=timeout)
             except SHUTDOWN_RACES:
                 if self.requested.is_set() or not context.ok():
                     self.request(self.reason or 'context shut down')
                     break
                 raise
+
+    def _watch_signals(self, node) -> bool:
+        """Wake the executor when a signal arrives. Python runs its signal handlers in the
+        main thread only once a blocking wait returns; CPython also writes the signal
+        number to the wakeup fd at once, so a thread reading it triggers a guard condition
+        of the node, and spin_once returns. False (then the executor is polled every
+        POLL_S) if that cannot be set up."""
+        try:
+            guard = node.create_guard_condition(lambda: None)
+            read_fd, write_fd = os.pipe()
+            os.set_blocking(write_fd, False)
+            signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError, AttributeError):
+            return False
+
+        def watch():
+            while True:
+                try:
+                    if not os.read(read_fd, 64):
+                        return
+                    guard.trigger()
+                except Exception:  # noqa: BLE001 - the node is gone: nothing to wake
+                    return
+        threading.Thread(target=watch, name='signal-wakeup', daemon=True).start()
+        return True
 
     # -- the orderly part ---------------------------------------------------------------
     def quiet_threads(self, logger=None) -> None:
@@ -218,7 +244,7 @@ def run(node_factory, args=None, executor_factory=None, exit_process: bool = Tru
             executor = executor_factory() if executor_factory is not None else \
                 SingleThreadedExecutor()
             executor.add_node(node)
-            shutdown.spin(executor, context)
+            shutdown.spin(executor, context, node)
     except SHUTDOWN_RACES:
         if not (shutdown.requested.is_set() or not context.ok()):
             exit_code = None
