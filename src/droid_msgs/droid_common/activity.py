@@ -19,8 +19,10 @@ a node knows that, so every droid node keeps an :class:`Activity`:
 Waits are the one thing a node's own code does differently: instead of ``event.wait(0.1)``
 or ``time.sleep`` a thread says what it is waiting *for*, so the tracker knows it is idle
 exactly while that has not happened, and since timeouts are on the node clock they happen
-at the same sim time on every replay. An :class:`Activity` nobody reports (tests,
-benchmarks, plain logic built without a node) is the same API with nothing listening.
+at the same sim time on every replay. A thread not started with :meth:`Activity.spawn`
+is seen only while it waits here (start workers with ``spawn`` so that the time between
+their waits counts as busy). An :class:`Activity` nobody reports (tests, benchmarks, plain
+logic built without a node) is the same API with nothing listening.
 """
 
 from __future__ import annotations

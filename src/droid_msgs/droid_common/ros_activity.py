@@ -19,9 +19,11 @@ waits. The glue then, with no further code in the node:
 Nothing is published unless someone probes, so a droid that is not being replayed pays
 only for the counting. The action client wrapping also closes an rclpy 7 race (a goal,
 cancel or result response handled before ``send_goal_async`` had recorded its request is
-dropped, and the goal never answers) that a loaded machine hits. Entities created after :func:`track_activity` are picked up at the
-next probe. The wrapping uses rclpy 7 (Jazzy) internals: ``Executor._tasks``,
-``Client._pending_requests``, ``ActionClient._pending_*_requests``, ``ActionServer.execute``.
+dropped, and the goal never answers) that a loaded machine hits. Entities created after
+:func:`track_activity` are picked up at the next probe. The wrapping uses rclpy 7 (Jazzy)
+internals: ``Executor._tasks``, ``Client._pending_requests``,
+``ActionClient._pending_*_requests``, ``ActionServer.execute`` and ``_execute_callback``,
+``Node._time_source``.
 """
 
 from __future__ import annotations

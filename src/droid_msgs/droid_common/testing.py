@@ -95,10 +95,28 @@ class PulseAudioServer:
             # Open the write end non-blocking once the daemon holds the read end.
             self._fifo_fd = os.open(os.path.join(self._dir, 'mic.fifo'),
                                     os.O_WRONLY | os.O_NONBLOCK)
+        self.realtime = self._realtime()
         for k, v in self.env.items():
             self._saved_env[k] = os.environ.get(k)
             os.environ[k] = v
         return self
+
+    def _realtime(self, priority: int = 10) -> bool:
+        """Real-time scheduling for the daemon's threads, as a desktop PulseAudio gets its
+        IO threads through rtkit, where allowed (root or CAP_SYS_NICE): a null sink has no
+        hardware clock, and a starved daemon would play late on a loaded test machine."""
+        ok = False
+        try:
+            tids = os.listdir(f'/proc/{self._proc.pid}/task')
+        except OSError:
+            return False
+        for tid in tids:
+            try:
+                os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(priority))
+                ok = True
+            except (OSError, AttributeError):
+                pass
+        return ok
 
     def feed(self, samples: np.ndarray) -> None:
         """Write int16 mono samples into the pipe source (blocking until written)."""
