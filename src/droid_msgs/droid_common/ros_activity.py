@@ -84,6 +84,9 @@ class _Tracker:
         act.before_callback = self.apply_pending
         act.add_source(self._timers)
         act.add_source(self._pending)
+        self._instrument_lock = threading.RLock()
+        self.instrument()
+        self._hook_creation()
         self._closed = threading.Event()
         self._probed = threading.Event()      # a probe to answer (the thread sleeps otherwise)
         self._thread = threading.Thread(target=self._run, name='activity-report', daemon=True)
@@ -235,8 +238,29 @@ class _Tracker:
         return '', None
 
     # -- wrapping ------------------------------------------------------------------------
+    _CREATORS = ('create_publisher', 'create_subscription', 'create_timer', 'create_service',
+                 'create_client', 'add_waitable')
+
+    def _hook_creation(self) -> None:
+        """Wrap an entity the moment the node creates it: a timer or subscription created
+        after :func:`track_activity` may fire before the report thread looks again."""
+        for name in self._CREATORS:
+            original = getattr(self.node, name, None)
+            if original is None:
+                continue
+
+            def create(*args, _create=original, **kwargs):
+                out = _create(*args, **kwargs)
+                self.instrument()
+                return out
+            setattr(self.node, name, create)
+
     def instrument(self) -> None:
         """Wrap every entity of the node not wrapped yet."""
+        with self._instrument_lock:
+            self._instrument()
+
+    def _instrument(self) -> None:
         node, act = self.node, self.act
         for pub in list(node.publishers):
             if not getattr(pub, _TRACKED, False):
