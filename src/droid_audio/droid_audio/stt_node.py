@@ -90,6 +90,7 @@ class SttNode(Node):
         self.strip = declare(self, 'strip_prefixes', ['hey jarvis', 'jarvis'], 'Wake '
                              'phrases removed from the start of transcripts')
 
+        self.activity = track_activity(self)    # with the endpoints: the contract
         self.pub = self.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
         self.diag = Diagnostics(self, hardware_id='faster-whisper')
@@ -105,7 +106,6 @@ class SttNode(Node):
         self._stop = threading.Event()
         self._warned_not_ready = False
         self.diag.set(WARN, 'loading model', model=self.model_name)
-        self.activity = track_activity(self)
         self._worker = self.activity.spawn(self._work, 'stt-worker')
 
     # ---- model ----------------------------------------------------------------------------------
