@@ -13,6 +13,9 @@
 set -euo pipefail
 # shellcheck source=.ci/env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/.ci/env.sh"
+# Hypothesis keeps its files out of the source tree (a file written under src/ would make
+# run_droid.sh rebuild the workspace, in the middle of the tests that run it).
+export HYPOTHESIS_STORAGE_DIRECTORY="${HYPOTHESIS_STORAGE_DIRECTORY:-${XDG_CACHE_HOME:-$HOME/.cache}/droid/hypothesis}"
 
 summary_line() {  # colcon test-result output -> "N passed, N failed, N skipped"
   awk '/^Summary:/ {t=$2; e=$4; f=$6; s=$8; printf "%d passed, %d failed, %d skipped\n", t-e-f-s, e+f, s}'
@@ -20,8 +23,14 @@ summary_line() {  # colcon test-result output -> "N passed, N failed, N skipped"
 
 if [ -n "$ROS_SETUP" ]; then
   say "ROS 2 found ($ROS_SETUP): colcon build + colcon test"
+  install_dashboard_test_deps
   export PYTHONDONTWRITEBYTECODE=1
-  export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$((20 + RANDOM % 80))}"
+  # The tests' graph is isolated (the run path never is): a domain of its own, not the one
+  # a droid of yours may be using, and DDS on this machine's loopback only.
+  export ROS_DOMAIN_ID="${DROID_TEST_DOMAIN_ID:-$((20 + RANDOM % 80))}"
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+  unset ROS_STATIC_PEERS
+  export CYCLONEDDS_URI='<CycloneDDS><Domain><General><Interfaces><NetworkInterface name="lo"/></Interfaces></General></Domain></CycloneDDS>'
   trap 'ros2 daemon stop >/dev/null 2>&1 || true' EXIT
   colcon build --base-paths src --event-handlers console_cohesion- summary+ \
     --cmake-args -DPython3_EXECUTABLE="$(command -v python3)" -DBUILD_TESTING=ON

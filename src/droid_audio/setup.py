@@ -28,6 +28,7 @@ setup(
             'listener = droid_audio.listener_node:main',
             'stt = droid_audio.stt_node:main',
             'mock_stt = droid_audio.mock_stt_node:main',
+            'fetch_models = droid_audio.fetch_models:main',
         ],
     },
 )

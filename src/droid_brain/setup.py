@@ -27,6 +27,7 @@ setup(
             'brain = droid_brain.brain_node:main',
             'tool_executor = droid_brain.tool_executor_node:main',
             'mode_manager = droid_brain.mode_manager_node:main',
+            'mind_monitor = droid_brain.mind_monitor_node:main',
         ],
     },
 )

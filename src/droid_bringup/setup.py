@@ -13,12 +13,13 @@ setup(
         ('share/' + package_name, ['package.xml']),
         ('share/' + package_name + '/launch', glob('launch/*.py')),
         ('share/' + package_name + '/config', glob('config/*.yaml')),
+        ('share/' + package_name + '/web', glob('web/*.*')),
     ],
     install_requires=['setuptools'],
     zip_safe=True,
     maintainer='droid developers',
     maintainer_email='droid@example.com',
-    description='The whole droid: launch profiles, terminal chat, replay tests, latency report.',
+    description='The whole droid: launch profiles, terminal chat, replay tests, latency report, web dashboard.',
     license='Apache-2.0',
     tests_require=['pytest'],
     entry_points={
@@ -26,6 +27,8 @@ setup(
             'chat = droid_bringup.chat_node:main',
             'latency_report = droid_bringup.latency_report_node:main',
             'replay = droid_bringup.replay_node:main',
+            'web_bridge = droid_bringup.web_bridge_node:main',
+            'probe = droid_bringup.probe_node:main',
         ],
     },
 )

@@ -150,6 +150,7 @@ class SileroVad:
             self._context = np.zeros(64, np.float32)
         self._carry = np.zeros(0, np.float32)
         self._last = 0.0
+        self.windows = []
 
     def _window(self, x: np.ndarray) -> float:
         if self._kind == 'v4':
@@ -168,10 +169,13 @@ class SileroVad:
         probs = []
         n = self.WINDOW
         i = 0
+        carried = len(self._carry)
         while i + n <= len(buf):
             probs.append(self._window(buf[i:i + n]))
             i += n
         self._carry = buf[i:].copy()
+        # (probability, end of the window in samples from the start of this frame)
+        self.windows = [(p, (k + 1) * n - carried) for k, p in enumerate(probs)]
         if probs:
             self._last = max(probs)
         return self._last
@@ -188,6 +192,17 @@ class SileroVad:
             return 0.0, 0.0
         p = np.asarray(probs)
         return float(p.max()), float(np.mean(p >= threshold))
+
+    def has_speech(self, samples: np.ndarray, threshold: float = 0.5) -> bool:
+        """True as soon as one window of the clip reaches ``threshold`` (stops there);
+        the streaming state is reset before and after."""
+        self.reset()
+        x = np.asarray(samples, dtype=np.float32) / 32768.0
+        try:
+            return any(self._window(x[i:i + self.WINDOW]) >= threshold
+                       for i in range(0, len(x) - self.WINDOW + 1, self.WINDOW))
+        finally:
+            self.reset()
 
 
 class EnergyVad:

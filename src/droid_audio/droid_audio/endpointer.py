@@ -12,13 +12,31 @@ Rules (all times are audio capture times):
   cancelled); IDLE and AMBIENT allow the wake word only; INTERACTIVE also allows
   follow-ups and barge-in utterances.
 * **Wake word**: a score >= ``threshold`` starts a new conversation (fresh id) and an
-  utterance (``TRIGGER_WAKE_WORD``, utterance 1) whose first message carries
-  ``preroll_ms`` of audio before the wake frame. Another wake within ``refractory_s``
-  of the last one is ignored; a later one cancels an open utterance and starts over.
-* **Endpoint**: once at least ``min_speech_ms`` of voiced audio has been seen in the
-  utterance (after its trigger frame), ``silence_ms`` of unvoiced audio ends it
-  (``END_SILENCE``); ``max_utterance_s`` ends it anyway (``END_MAX_LENGTH``). A wake
-  followed by no speech for ``wake_timeout_s`` ends it as silence.
+  utterance (``TRIGGER_WAKE_WORD``, utterance 1). The wake phrase is cut out of the
+  audio: openwakeword's score starts rising (>= 0.1) as the phrase ends and crosses the
+  threshold up to ~500 ms later, so the utterance starts at the end of the pause after
+  "hey jarvis": the longest quiet run after speech (>= 60 ms of 30 ms windows within
+  6 dB of the quietest, in 10 ms steps) from 160 ms before the rise (looked for up to
+  640 ms back) to 160 ms after the wake frame; with no such pause, at the start of the
+  wake frame. STARTED is
+  published two frames later, carrying the audio from the cut on. Another wake within
+  ``refractory_s`` of the last one is ignored; a later one cancels an open utterance
+  and starts over.
+* **Endpoint** (once at least ``min_speech_ms`` of voiced audio has been seen after the
+  trigger; silence is counted from the end of the last voiced VAD window): with a turn
+  model (smart-turn), ``turn_silence_ms`` of unvoiced audio ends the utterance if the
+  model finds the turn complete (probability >= ``turn_threshold``; it is asked one
+  frame before, on the audio so far, so its run overlaps the wait, and asked again
+  after every further ``turn_silence_ms`` of silence, since more trailing silence
+  makes it surer);
+  otherwise the user may pause up to ``incomplete_silence_ms`` ("play the, um, ...
+  cantina song" stays one utterance). Without a turn model, ``silence_ms`` of unvoiced
+  audio ends it. Either way ``END_SILENCE``; ``max_utterance_s`` ends it anyway
+  (``END_MAX_LENGTH``). A wake followed by no speech for ``wake_timeout_s`` ends it as
+  silence.
+* **Voiced so far**: STARTED and AUDIO messages carry, as ``audio_end``, the capture
+  time just after the last voiced frame so far (0 before any), so speech-to-text can
+  decode as soon as the user pauses, before the endpoint is decided.
 * **Follow-up**: after the droid's reply ends (SpeechEvent ENDED with ``last_in_reply``,
   or INTERRUPTED), for ``follow_up_s``, in INTERACTIVE mode, voice onset
   (``onset_ms`` of voiced frames) starts an utterance of the same conversation
@@ -71,7 +89,10 @@ class ListenerConfig:
     barge_in_ms: float = 240.0        # voiced this long (strict) = barge-in
     onset_ms: float = 160.0           # voiced this long = voice onset (follow-up)
     hangover_ms: float = 320.0        # voice activity stays on this long after speech
-    silence_ms: float = 600.0         # trailing silence that ends an utterance
+    silence_ms: float = 600.0         # trailing silence that ends an utterance (no turn model)
+    turn_silence_ms: float = 160.0    # short silence that ends a turn the model finds complete
+    incomplete_silence_ms: float = 1500.0  # silence that ends a turn the model finds incomplete
+    turn_threshold: float = 0.5       # turn-complete probability
     min_speech_ms: float = 160.0      # voiced audio needed before silence can end it
     max_utterance_s: float = 15.0
     wake_timeout_s: float = 4.0       # wake with no speech after it: end after this
@@ -114,7 +135,7 @@ class UtteranceEvent:
     t: float                       # capture time of audio[0] (or end time if no audio)
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
     audio_start: float = 0.0
-    audio_end: float = 0.0         # end of speech (ENDED), else 0
+    audio_end: float = 0.0         # end of speech (ENDED); voiced so far (STARTED/AUDIO)
     end_reason: int = 0
 
 
@@ -136,6 +157,12 @@ class _Utterance:
     t_trigger: float               # start of the frame that triggered it
     voiced_ms: float = 0.0
     speech_confirmed: bool = False
+    pending: list | None = None     # wake word: frames held until the cut is chosen
+    audio: list = field(default_factory=list)   # recent audio (for the turn model)
+    audio_samples: int = 0
+    turn_key: float | None = None   # last_voiced_end the turn probability was computed for
+    turn_prob: float | None = None
+    turn_asked_ms: float = 0.0      # silence when the turn model was last asked
     run_start: float | None = None  # start of the current voiced run
     last_voiced_end: float | None = None
     unvoiced_ms: float = 0.0
@@ -145,11 +172,21 @@ class ListenerCore:
     """Wake/VAD/endpoint state machine. Feed frames with :meth:`process`."""
 
     def __init__(self, config: ListenerConfig | None = None, initial_mode: int = MODE['IDLE'],
-                 id_factory=new_conversation_id):
+                 id_factory=new_conversation_id, turn_model=None):
+        """``turn_model``: callable(int16 samples) -> probability that the turn is
+        complete (e.g. :class:`droid_audio.turn.SmartTurn.predict`), or None for
+        silence-only endpointing."""
         self.cfg = config or ListenerConfig()
+        self.turn_model = turn_model
+        self.last_turn_prob: float | None = None
         self.mode = initial_mode
         self._new_id = id_factory
-        self._preroll = collections.deque(maxlen=max(0, self.cfg.frames(self.cfg.preroll_ms)))
+        # pre-roll for voice onsets; the wake cut may look further back
+        self._preroll_n = self.cfg.frames(self.cfg.preroll_ms) if self.cfg.preroll_ms > 0 else 0
+        self._preroll = collections.deque(maxlen=max(
+            self._preroll_n,
+            self.cfg.frames(self.WAKE_RISE_LOOKBACK_MS + self.WAKE_CUT_BEFORE_S * 1000)))
+        self._wake_hist = collections.deque(maxlen=self.cfg.frames(self.WAKE_RISE_LOOKBACK_MS))
         self._utt: _Utterance | None = None
         self._last_wake_t = -math.inf
         self._uids: collections.OrderedDict = collections.OrderedDict()  # cid -> last uid
@@ -166,6 +203,7 @@ class ListenerCore:
         self._unvoiced_run = 0
         self._last_vad_pub = -math.inf
         self._last_prob = 0.0
+        self._last_t = 0.0             # capture time of the last frame processed
         self.stats = collections.Counter()
 
     # ---- inputs other than audio -------------------------------------------------------
@@ -173,6 +211,8 @@ class ListenerCore:
     def set_mode(self, mode: int, t: float) -> list:
         """Apply a SystemMode; returns events (a cancelled utterance on SLEEP)."""
         events = []
+        if mode not in MODE_NAMES:       # unknown mode: ignored
+            return events
         old, self.mode = self.mode, mode
         if mode == MODE['SLEEP'] and old != mode:
             if self._utt is not None:
@@ -189,6 +229,8 @@ class ListenerCore:
     def on_speech_event(self, event: int, t: float, conversation_id: str = '',
                         last_in_reply: bool = False) -> None:
         """The droid's own speech lifecycle (SpeechEvent)."""
+        if not math.isfinite(t):          # no usable time: the last frame's
+            t = self._last_t
         if event == SPEECH['STARTED']:
             self._droid_speaking = True
             self._droid_cid = conversation_id
@@ -219,12 +261,22 @@ class ListenerCore:
     # ---- audio ---------------------------------------------------------------------------
 
     def process(self, t: float, samples: np.ndarray, wake_scores: dict | None,
-                vad_prob: float) -> list:
+                vad_prob: float, vad_windows=None) -> list:
         """One frame captured at ``t``. ``wake_scores``: {model: score} (None = no
-        wake model); ``vad_prob``: speech probability of the frame in [0, 1]."""
+        wake model); ``vad_prob``: speech probability of the frame in [0, 1];
+        ``vad_windows``: optionally the VAD's windows that ended in this frame as
+        [(probability, end offset in samples from the frame start)], so the end of
+        speech is known to the window rather than to the frame."""
         if self.mode == MODE['SLEEP']:
             self.stats['frames_sleep'] += 1
             return []
+        if not math.isfinite(t):          # a frame without a usable time: dropped
+            self.stats['frames_bad_time'] += 1
+            return []
+        self._last_t = t
+        vad_prob = float(vad_prob) if math.isfinite(vad_prob) else 0.0
+        if wake_scores:
+            wake_scores = {k: v for k, v in wake_scores.items() if math.isfinite(v)}
         cfg = self.cfg
         events: list = []
         t_end = t + cfg.frame_s
@@ -255,6 +307,7 @@ class ListenerCore:
         wake = None
         if wake_scores:
             model, score = max(wake_scores.items(), key=lambda kv: kv[1])
+            self._wake_hist.append((t, float(score)))
             if score >= cfg.threshold:
                 if guard:
                     self.stats['wake_guarded'] += 1
@@ -272,7 +325,7 @@ class ListenerCore:
             events.append(WakeEvent(t, cid, wake[0], wake[1], cfg.threshold))
             events.append(TraceMark(STAGE['STAGE_WAKE'], cid, 1, t, wake[0]))
             self._uids[cid] = 0
-            events += self._start(cid, UTT['TRIGGER_WAKE_WORD'], t, samples)
+            events += self._start(cid, UTT['TRIGGER_WAKE_WORD'], t, samples, cut=True)
             self.stats['wakes'] += 1
         elif self._utt is None and onset and self.mode == MODE['INTERACTIVE']:
             run_start = t - (need_on - 1) * cfg.frame_s
@@ -295,7 +348,7 @@ class ListenerCore:
                                         run_start, 'barge_in' if guard else 'follow_up'))
                 self.stats['barge_ins' if guard else 'follow_ups'] += 1
         elif self._utt is not None:
-            events += self._continue(t, samples, vad_prob)
+            events += self._continue(t, samples, vad_prob, vad_windows)
 
         if self._utt is None:
             self._preroll.append((t, samples))
@@ -308,8 +361,10 @@ class ListenerCore:
 
     # ---- utterance lifecycle ---------------------------------------------------------------
 
-    def _start(self, cid: str, trigger: int, t: float, samples: np.ndarray) -> list:
+    def _start(self, cid: str, trigger: int, t: float, samples: np.ndarray,
+               cut: bool = False) -> list:
         uid = self._uids.get(cid, 0) + 1
+        self.last_turn_prob = None
         self._uids[cid] = uid
         self._uids.move_to_end(cid)
         while len(self._uids) > 64:
@@ -325,51 +380,177 @@ class ListenerCore:
             contiguous.append((ft, fs))
             expect = ft
         contiguous.reverse()
+        if not cut:
+            contiguous = contiguous[len(contiguous) - self._preroll_n:] if self._preroll_n \
+                else []
         chunks = [fs for _, fs in contiguous] + [samples]
         t0 = contiguous[0][0] if contiguous else t
         self._utt = _Utterance(cid, uid, trigger, t0, t)
-        return [UtteranceEvent(UTT['STARTED'], cid, uid, trigger, t0,
-                               np.concatenate(chunks).astype(np.int16), audio_start=t0)]
+        audio = np.concatenate(chunks).astype(np.int16)
+        if cut:
+            # wake word: hold the audio until two more frames show where the phrase ends
+            self._utt.pending = [(t0, audio)]
+            return []
+        self._keep(self._utt, audio)
+        return [UtteranceEvent(UTT['STARTED'], cid, uid, trigger, t0, audio, audio_start=t0)]
 
-    def _continue(self, t: float, samples: np.ndarray, vad_prob: float) -> list:
+    WAKE_RISE = 0.1              # the wake score starts rising above this as the phrase ends
+    WAKE_RISE_LOOKBACK_MS = 640  # ... looked for this far back from the wake frame
+    WAKE_CUT_BEFORE_S = 0.16     # the cut is searched from this long before the rise
+    WAKE_CUT_AFTER_FRAMES = 2    # ... to the end of this many frames after the wake frame
+
+    def _finish_cut(self) -> list:
+        """Cut the wake phrase off the held audio; the STARTED event from the cut on."""
+        u = self._utt
+        t0 = u.pending[0][0]
+        audio = np.concatenate([a for _, a in u.pending])
+        u.pending = None
+        rise = min([ft for ft, sc in self._wake_hist if sc >= self.WAKE_RISE and
+                    ft <= u.t_trigger] or [u.t_trigger])
+        lo = max(0, int(round((rise - self.WAKE_CUT_BEFORE_S - t0) * MIC_RATE)))
+        at = pause_end(audio[lo:])
+        # no pause after the phrase: the score crosses the threshold as it ends
+        cut = lo + at if at is not None else int(round((u.t_trigger - t0) * MIC_RATE))
+        u.t_start = t0 + cut / MIC_RATE
+        audio = audio[cut:]
+        self._keep(u, audio)
+        self.stats['wake_cut_ms'] = int(round((u.t_start - u.t_trigger) * 1000))
+        return [UtteranceEvent(UTT['STARTED'], u.cid, u.uid, u.trigger, u.t_start, audio,
+                               audio_start=u.t_start, audio_end=u.last_voiced_end or 0.0)]
+
+    def _keep(self, u: _Utterance, audio: np.ndarray) -> None:
+        """Recent utterance audio for the turn model (the last 8 s)."""
+        if self.turn_model is None:
+            return
+        u.audio.append(audio)
+        u.audio_samples += len(audio)
+        while len(u.audio) > 1 and u.audio_samples - len(u.audio[0]) >= 8 * MIC_RATE:
+            u.audio_samples -= len(u.audio.pop(0))
+
+    def _continue(self, t: float, samples: np.ndarray, vad_prob: float,
+                  vad_windows=None) -> list:
         cfg = self.cfg
         u = self._utt
         t_end = t + cfg.frame_s
-        events = [UtteranceEvent(UTT['AUDIO'], u.cid, u.uid, u.trigger, t,
-                                 samples.astype(np.int16), audio_start=u.t_start)]
+        events = []
         voiced = vad_prob >= cfg.vad_threshold
         if voiced:
             if u.run_start is None:
                 u.run_start = t
             u.voiced_ms += cfg.frame_s * 1000.0
             u.last_voiced_end = t_end
-            u.unvoiced_ms = 0.0
+            ends = [e for p, e in (vad_windows or ()) if p >= cfg.vad_threshold]
+            if ends:           # the end of the last voiced window, not of the frame
+                u.last_voiced_end = t + min(max(ends), len(samples)) / MIC_RATE
+            u.unvoiced_ms = (t_end - u.last_voiced_end) * 1000.0
             if not u.speech_confirmed and u.voiced_ms >= cfg.min_speech_ms - 1e-6:
                 u.speech_confirmed = True
                 events.append(TraceMark(STAGE['STAGE_SPEECH_START'], u.cid, u.uid,
                                         u.run_start, 'wake_word'))
         else:
             u.run_start = None
-            u.unvoiced_ms += cfg.frame_s * 1000.0
-        if u.speech_confirmed and u.unvoiced_ms >= cfg.silence_ms - 1e-6:
+            u.unvoiced_ms = (t_end - u.last_voiced_end) * 1000.0 if u.last_voiced_end \
+                else u.unvoiced_ms + cfg.frame_s * 1000.0
+        if u.pending is not None:
+            u.pending.append((t, samples.astype(np.int16)))
+            if len(u.pending) > self.WAKE_CUT_AFTER_FRAMES:
+                events[:0] = self._finish_cut()
+        else:
+            self._keep(u, samples)
+            events.insert(0, UtteranceEvent(UTT['AUDIO'], u.cid, u.uid, u.trigger, t,
+                                            samples.astype(np.int16), audio_start=u.t_start,
+                                            audio_end=u.last_voiced_end or 0.0))
+        end = self._endpoint(u) if u.speech_confirmed and not voiced else None
+        if end is not None:
+            if u.pending is not None:
+                events += self._finish_cut()
             events += self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'],
-                                u.last_voiced_end or t_end)
+                                u.last_voiced_end or t_end, end)
         elif t_end - u.t_trigger >= cfg.max_utterance_s - 1e-6:
+            if u.pending is not None:
+                events += self._finish_cut()
             events += self._end(t_end, UTT['ENDED'], UTT['END_MAX_LENGTH'],
                                 u.last_voiced_end if not voiced and u.last_voiced_end else t_end)
         elif not u.speech_confirmed and t_end - u.t_trigger >= cfg.wake_timeout_s - 1e-6:
+            if u.pending is not None:
+                events += self._finish_cut()
             events += self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'],
                                 u.last_voiced_end or u.t_trigger)
         return events
 
-    def _end(self, t: float, state: int, reason: int, audio_end: float) -> list:
+    def _endpoint(self, u: _Utterance) -> str | None:
+        """After an unvoiced frame of a confirmed utterance: 'turn' or 'silence' when
+        the trailing silence ends it, else None. Asks the turn model one frame before
+        the short silence is reached (its answer is kept for this end of speech)."""
+        cfg = self.cfg
+        frame_ms = cfg.frame_s * 1000.0
+        silence = u.unvoiced_ms + 1e-6
+        if self.turn_model is None:
+            return 'silence' if silence >= cfg.silence_ms else None
+        short = cfg.turn_silence_ms
+        if silence >= short - frame_ms and (u.turn_key != u.last_voiced_end or
+                                            silence >= u.turn_asked_ms + short):
+            # first ask one frame before the short silence is reached; again after every
+            # further turn_silence_ms of silence (more trailing silence, surer answer)
+            u.turn_key, u.turn_asked_ms = u.last_voiced_end, silence
+            try:
+                u.turn_prob = float(self.turn_model(np.concatenate(u.audio)))
+            except Exception:  # noqa: BLE001 - a failing model must not stop listening
+                u.turn_prob = None
+                self.stats['turn_errors'] += 1
+            self.last_turn_prob = u.turn_prob
+            self.stats['turn_checks'] += 1
+        if silence >= short and u.turn_prob is not None and \
+                u.turn_prob >= cfg.turn_threshold:
+            self.stats['turn_complete'] += 1
+            return 'turn'
+        if silence >= cfg.incomplete_silence_ms:
+            self.stats['turn_incomplete'] += 1
+            return 'silence'
+        return None
+
+    def _end(self, t: float, state: int, reason: int, audio_end: float,
+             detail: str = '') -> list:
         u = self._utt
         self._utt = None
+        if u.pending is not None:
+            # cancelled before STARTED went out: nothing was published for it
+            self.stats['cancelled_unstarted'] += 1
+            return []
         self.stats['ended' if state == UTT['ENDED'] else 'cancelled'] += 1
         events = [UtteranceEvent(state, u.cid, u.uid, u.trigger, t, audio_start=u.t_start,
                                  audio_end=audio_end, end_reason=reason)]
         if state == UTT['ENDED']:
-            detail = {UTT['END_SILENCE']: 'silence',
-                      UTT['END_MAX_LENGTH']: 'max_length'}.get(reason, '')
+            detail = detail or {UTT['END_SILENCE']: 'silence',
+                                UTT['END_MAX_LENGTH']: 'max_length'}.get(reason, '')
             events.append(TraceMark(STAGE['STAGE_SPEECH_END'], u.cid, u.uid, audio_end, detail))
         return events
+
+
+def pause_end(audio: np.ndarray, window: int = 480, hop: int = 160,
+              min_pause: int = 960, range_db: float = 15.0) -> int | None:
+    """Where to cut ``audio`` at a pause: the end of its longest quiet run (30 ms mean
+    square ``window`` in ``hop`` steps, at most 6 dB above the quietest), at the centre
+    of the run's last window so the cut lands right before what follows; only runs after
+    loud audio (within 20 dB of the loudest) count. None when no run lasts ``min_pause`` samples or nothing is ``range_db`` quieter than the loudest
+    window (no pause to cut at)."""
+    x = np.asarray(audio, dtype=np.float64)
+    if len(x) <= window:
+        return None
+    starts = np.arange(0, len(x) - window + 1, hop)
+    c = np.concatenate([[0.0], np.cumsum(x ** 2)])
+    energy = (c[starts + window] - c[starts]) / window
+    floor = energy.min()
+    if floor * 10 ** (range_db / 10) > energy.max():
+        return None
+    quiet = energy <= floor * 4.0 + 1.0
+    loud = energy >= energy.max() * 0.01
+    best, best_len, run, spoken = None, 0, 0, False
+    for i, q in enumerate(quiet):
+        run = run + 1 if q and spoken else 0     # only pauses that follow speech
+        spoken = spoken or bool(loud[i])
+        if run and run >= best_len:
+            best, best_len = i, run
+    if best is None or (best_len - 1) * hop + window < min_pause:
+        return None
+    return int(starts[best] + window // 2)

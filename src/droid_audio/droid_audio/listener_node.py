@@ -50,6 +50,7 @@ from droid_audio.endpointer import (
     parse_mode,
 )
 from droid_audio.framing import DropOldestQueue, FrameAssembler
+from droid_audio.turn import SmartTurn
 from droid_audio.msgs import chunk_samples, int16_array
 from droid_msgs.msg import (
     AudioChunk,
@@ -75,6 +76,9 @@ class ListenerNode(Node):
                                    read_only=True)
         self.vad_model = declare(self, 'vad_model', '', "Silero VAD .onnx ('' = the file "
                                  'openwakeword ships, else faster-whisper\'s)', read_only=True)
+        self.turn_model_path = declare(self, 'turn_model', '', "Semantic end-of-turn model "
+                                       "(smart-turn v3 .onnx; '' = the one pipecat-ai ships; "
+                                       "'off' = silence-only endpointing)", read_only=True)
         cfg = ListenerConfig(
             threshold=declare(self, 'threshold', d.threshold, 'Wake-word score threshold',
                               min_value=0.0, max_value=1.0, read_only=True),
@@ -96,8 +100,21 @@ class ListenerNode(Node):
                                 'this long after speech [ms]', min_value=0.0,
                                 max_value=5000.0, read_only=True),
             silence_ms=declare(self, 'silence_ms', d.silence_ms, 'Trailing silence that ends '
-                               'an utterance [ms]', min_value=80.0, max_value=10000.0,
-                               read_only=True),
+                               'an utterance when no turn model is loaded [ms]',
+                               min_value=80.0, max_value=10000.0, read_only=True),
+            turn_silence_ms=declare(self, 'turn_silence_ms', d.turn_silence_ms, 'Short '
+                                    'trailing silence that ends the turn when the turn '
+                                    'model finds it complete [ms]', min_value=80.0,
+                                    max_value=2000.0, read_only=True),
+            incomplete_silence_ms=declare(self, 'incomplete_silence_ms',
+                                          d.incomplete_silence_ms, 'Trailing silence that '
+                                          'ends the turn when the turn model finds it '
+                                          'incomplete ("play the, um, ...") [ms]',
+                                          min_value=200.0, max_value=10000.0,
+                                          read_only=True),
+            turn_threshold=declare(self, 'turn_threshold', d.turn_threshold, 'Turn-complete '
+                                   'probability of the turn model that ends the turn',
+                                   min_value=0.0, max_value=1.0, read_only=True),
             min_speech_ms=declare(self, 'min_speech_ms', d.min_speech_ms, 'Voiced audio '
                                   'needed before silence can end an utterance [ms]',
                                   min_value=0.0, max_value=5000.0, read_only=True),
@@ -132,10 +149,16 @@ class ListenerNode(Node):
         except ValueError as exc:
             self.get_logger().error(f'{exc}; starting in IDLE')
             mode = MODE['IDLE']
-        self.core = ListenerCore(cfg, initial_mode=mode)
+        if not cfg.turn_silence_ms <= cfg.incomplete_silence_ms:
+            self.get_logger().error(f'turn_silence_ms {cfg.turn_silence_ms} > '
+                                    f'incomplete_silence_ms {cfg.incomplete_silence_ms}; '
+                                    'using turn_silence_ms for both')
+            cfg.incomplete_silence_ms = cfg.turn_silence_ms
         self.diag = Diagnostics(self, hardware_id='listener')
         self.activity = track_activity(self)
         self._load_models()
+        self.core = ListenerCore(cfg, initial_mode=mode,
+                                 turn_model=self.turn.predict if self.turn else None)
 
         self.wake_pub = self.create_publisher(WakeWord, names.WAKE_WORD, RELIABLE_QOS)
         self.vad_pub = self.create_publisher(VoiceActivity, names.VOICE_ACTIVITY, RELIABLE_QOS)
@@ -173,6 +196,25 @@ class ListenerNode(Node):
             self.vad = EnergyVad()
             self.get_logger().error(f'{exc}; falling back to a level-based VAD')
             self.diag.set(WARN, f'level-based VAD fallback: {exc}', component='vad')
+        self.turn = None
+        if self.turn_model_path.strip().lower() in ('off', 'none', 'false'):
+            self.get_logger().info(f'no turn model: an utterance ends after '
+                                   f'{self.cfg.silence_ms:.0f} ms of silence')
+            self.diag.set(OK, f'off: silence-only endpointing ({self.cfg.silence_ms:.0f} ms)',
+                          component='turn')
+            return
+        try:
+            self.turn = SmartTurn(self.turn_model_path.strip())
+            self.get_logger().info(
+                f'turn model {self.turn.path}: a complete turn ends after '
+                f'{self.cfg.turn_silence_ms:.0f} ms of silence, an incomplete one after '
+                f'{self.cfg.incomplete_silence_ms:.0f} ms')
+            self.diag.set(OK, 'smart-turn', component='turn', model=self.turn.path)
+        except ModelError as exc:
+            self.get_logger().warning(f'{exc}; silence-only endpointing '
+                                      f'({self.cfg.silence_ms:.0f} ms)')
+            self.diag.set(WARN, f'no turn model, silence-only endpointing '
+                          f'({self.cfg.silence_ms:.0f} ms): {exc}', component='turn')
 
     # ---- callbacks: copy and queue only --------------------------------------------------------
 
@@ -247,7 +289,8 @@ class ListenerNode(Node):
             t0 = time.perf_counter()
             scores = self.wake.predict(frame.samples) if self.wake is not None else None
             prob = self.vad.predict(frame.samples)
-            events = self.core.process(frame.t, frame.samples, scores, prob)
+            events = self.core.process(frame.t, frame.samples, scores, prob,
+                                       getattr(self.vad, 'windows', None))
             self._frame_ms.append((time.perf_counter() - t0) * 1000.0)
             self._publish(events)
 
@@ -295,7 +338,7 @@ class ListenerNode(Node):
         m.trigger = int(ev.trigger)
         m.end_reason = int(ev.end_reason)
         m.audio_start = to_time_msg(ev.audio_start)
-        if ev.state == Utterance.ENDED:
+        if ev.audio_end:     # ENDED: end of speech; STARTED/AUDIO: voiced so far
             m.audio_end = to_time_msg(ev.audio_end)
         if ev.state == Utterance.STARTED:
             self._utt_seq = 0
@@ -314,15 +357,24 @@ class ListenerNode(Node):
                                    f'{len(ev.audio) / MIC_RATE:.2f} s pre-roll)')
         elif ev.state in (Utterance.ENDED, Utterance.CANCELLED):
             verb = 'ended' if ev.state == Utterance.ENDED else 'cancelled'
+            turn = self.core.last_turn_prob
+            turn = f', turn complete p={turn:.2f}' if turn is not None and \
+                ev.state == Utterance.ENDED and ev.end_reason == Utterance.END_SILENCE else ''
+            behind = now_sec(self) - ev.t
             self.get_logger().info(f'{prefix}utterance {ev.utterance_id} {verb} '
-                                   f'({_ENDS.get(ev.end_reason, ev.end_reason)}, '
-                                   f'{ev.t - ev.audio_start:.2f} s)')
+                                   f'({_ENDS.get(ev.end_reason, ev.end_reason)}{turn}, '
+                                   f'{ev.t - ev.audio_start:.2f} s; decided {behind:.2f} s '
+                                   'after the audio)')
 
     def _report_stats(self) -> None:
         self._last_stats = time.monotonic()
         dropped = self._audio.dropped
+        st = self.core.stats
         values = {'mode': MODE_NAMES.get(self.core.mode, '?'), 'dropped_chunks': dropped,
-                  'wakes': self.core.stats['wakes']}
+                  'wakes': st['wakes'], 'turn_complete': st['turn_complete'],
+                  'turn_incomplete': st['turn_incomplete']}
+        if self.turn is not None and st['turn_checks']:
+            values['turn_ms_last'] = f'{self.turn.last_ms:.0f}' 
         if self._frame_ms:
             ms = np.asarray(self._frame_ms)
             values['frame_ms_p50'] = f'{np.percentile(ms, 50):.2f}'

@@ -5,6 +5,14 @@ sensor-data QoS, stamped with the capture time of their first sample (node clock
 PortAudio callback only copies into a bounded queue; a publisher thread converts,
 stamps and publishes. No device or a lost device: a clear log line, ERROR on
 /diagnostics, a retry every ``retry_s``; back to OK by itself once it works.
+
+Echo cancellation (``echo_cancel``): what the tts and music play arrives on
+``audio/playback``; WebRTC AEC removes it from the captured audio before it is published
+(:mod:`droid_audio.aec`), so the droid does not hear itself through a real speaker. The
+listener's self-hearing guard stays as the backstop.
+
+``muted`` (settable at run time, e.g. by the web dashboard) publishes silence instead of
+what the microphone hears, keeping the stream's timing.
 """
 
 from __future__ import annotations
@@ -17,19 +25,23 @@ from droid_common.audio import MIC_RATE
 from droid_common.ros import (
     ERROR,
     OK,
+    RELIABLE_QOS,
     SENSOR_QOS,
     WARN,
     Diagnostics,
     declare,
     now_sec,
     run,
+    to_sec,
 )
+from rcl_interfaces.msg import SetParametersResult
 from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
+from droid_audio.aec import EchoCanceller, ReferenceBuffer
 from droid_audio.framing import CaptureTimeline, FrameAssembler
 from droid_audio.mic import DeviceError, MicCapture
-from droid_audio.msgs import audio_chunk
+from droid_audio.msgs import audio_chunk, chunk_samples
 from droid_msgs.msg import AudioChunk
 
 
@@ -56,10 +68,41 @@ class MicrophoneNode(Node):
                                        'long = device lost, reopen (0 = never)',
                                        min_value=0.0, max_value=60.0)
         self.frame_id = declare(self, 'frame_id', '', "header.frame_id ('' = device name)")
+        self.echo_cancel = declare(self, 'echo_cancel', True, 'Cancel the droid\'s own voice '
+                                   'and music (audio/playback) from the microphone with WebRTC '
+                                   'AEC', read_only=True)
+        self.aec_noise_suppression = declare(self, 'aec_noise_suppression', False,
+                                             'WebRTC noise suppression too (with echo_cancel)',
+                                             read_only=True)
+        self.aec_delay_ms = declare(self, 'aec_delay_ms', 0, 'Hint of the speaker-to-microphone '
+                                    'delay beyond the stamps [ms]; AEC3 estimates the rest',
+                                    min_value=0, max_value=500, read_only=True)
+        self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
+                             "microphone hears (the dashboard's mute button); settable at "
+                             'run time')
         self.block = round(self.rate * self.block_ms / 1000.0)
 
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
+        self.aec = None
+        if self.echo_cancel:
+            self.reference = ReferenceBuffer()
+            self.aec = EchoCanceller(self.reference, self.aec_noise_suppression,
+                                     delay_ms=self.aec_delay_ms)
+            if self.aec.available:
+                self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback,
+                                         RELIABLE_QOS)   # a lost block = an echo let through
+                self.diag.set(OK, 'echo cancellation on (reference: audio/playback)',
+                              component='echo')
+            else:
+                self.get_logger().warning(f'{self.aec.error}: the listener\'s self-hearing '
+                                          'guard only')
+                self.diag.set(WARN, f'{self.aec.error}; self-hearing guard only',
+                              component='echo')
+                self.aec = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.muted:
+            self.diag.set(WARN, 'muted: publishing silence', component='mute')
         self.diag.set(WARN, 'opening input device', device=self.device or 'default')
         self._seq = 0
         # Reports to a replay; the device itself is wall-clock audio: replay with
@@ -122,6 +165,10 @@ class MicrophoneNode(Node):
                               device=cap.name, dropped=cap.dropped, overflows=cap.overflows)
         cap.close()
 
+    def _on_playback(self, msg: AudioChunk) -> None:
+        if msg.sample_rate == 16000 and msg.channels == 1:
+            self.reference.add(to_sec(msg.header.stamp), chunk_samples(msg))
+
     def _publish(self, block, cap, timeline, assembler) -> None:
         # capture time (monotonic) -> node clock
         node_now = now_sec(self)
@@ -129,13 +176,33 @@ class MicrophoneNode(Node):
         samples = block.samples
         t = timeline.stamp(t_capture, len(samples))
         for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
-            self.pub.publish(audio_chunk(frame.samples, frame.t, self._seq, self.rate,
+            out = frame.samples
+            if self.aec is not None and self.rate == 16000:
+                out = self.aec.process(out, frame.t)
+            if self.muted:
+                out = out * 0
+            self.pub.publish(audio_chunk(out, frame.t, self._seq, self.rate,
                                          self.frame_id or cap.name))
             self._seq += 1
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=3.0)
+        if self.aec is not None:
+            self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
+                                   f'{self.aec.resyncs} re-alignments, reference '
+                                   f'{self.reference.blocks} blocks')
+
+
+    def _on_set_parameters(self, params):
+        for param in params:
+            if param.name == 'muted':
+                self.muted = bool(param.value)
+                self.get_logger().info('muted: publishing silence' if self.muted
+                                       else 'unmuted')
+                self.diag.set(WARN if self.muted else OK, 'muted: publishing silence'
+                              if self.muted else 'listening', component='mute')
+        return SetParametersResult(successful=True)
 
 
 def main(args=None):

@@ -12,6 +12,9 @@ file or espeak-ng text) ahead of the files. When an injected utterance starts pl
 its transcript is announced on ``audio/mock_transcript`` (droid_msgs/Transcription,
 is_final=false, empty conversation_id, utterance_id 0, source 'mock', audio_start /
 audio_end = where the speech lies) for the mock STT.
+
+``muted`` (settable at run time, as on the real microphone) publishes silence instead:
+an utterance playing meanwhile is lost, as it would be on a muted microphone.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from droid_common.ros import (
     run,
     to_time_msg,
 )
+from rcl_interfaces.msg import SetParametersResult
 from droid_common.ros_activity import track_activity
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -69,6 +73,9 @@ class MockMicrophoneNode(Node):
                                    'between sources, fraction of full scale (0 = silence)',
                                    min_value=0.0, max_value=0.5, read_only=True)
         self.frame_id = declare(self, 'frame_id', 'mock', 'header.frame_id of the chunks')
+        self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
+                             "microphone hears (the dashboard's mute button); settable at "
+                             'run time')
         self.wake_phrases = declare(self, 'wake_phrases', ['hey jarvis'], 'Phrases '
                                     'stripped from injected text to make the default '
                                     'transcript for the mock STT')
@@ -81,12 +88,19 @@ class MockMicrophoneNode(Node):
         self.block_s = self.block / MIC_RATE
 
         self.diag = Diagnostics(self, hardware_id='mock microphone')
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if self.muted:
+            self.diag.set(WARN, 'muted: publishing silence', component='mute')
         self.source = MockAudioSource(self.block, noise_level=self.noise_level, loop=self.loop)
         problems = self._load_sources()
 
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.transcript_pub = self.create_publisher(Transcription, names.MOCK_TRANSCRIPT,
                                                     RELIABLE_QOS)
+        # The real microphone's contract: it takes the echo reference. A mock microphone
+        # hears no speaker, so there is no echo to cancel; it only counts the blocks.
+        self.reference_blocks = 0
+        self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback, RELIABLE_QOS)
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._srv_group = MutuallyExclusiveCallbackGroup()
         self.srv = self.create_service(InjectUtterance, names.INJECT_UTTERANCE, self._inject,
@@ -94,13 +108,17 @@ class MockMicrophoneNode(Node):
         self._lock = threading.Lock()
         self._next_t = None
         self._seq = 0
-        self.timer = self.create_timer(self.block_s / 2.0, self._tick,
+        # a block goes out at most ~block/4 after its last sample, like a real microphone
+        self.timer = self.create_timer(self.block_s / 4.0, self._tick,
                                        callback_group=self._timer_group)
         self.activity = track_activity(self)   # tells a replay when it is done
         if problems:
             self.diag.set(ERROR, '; '.join(problems))
         else:
             self.diag.set(OK, 'mock microphone running')
+
+    def _on_playback(self, msg: AudioChunk) -> None:
+        self.reference_blocks += 1
 
     def _load_sources(self) -> list:
         problems = []
@@ -138,6 +156,11 @@ class MockMicrophoneNode(Node):
 
     def _publish_block(self, t: float, now: float) -> None:
         chunk = self.source.next_chunk()
+        if self.muted:          # the utterance plays into a muted microphone: silence
+            self.pub.publish(audio_chunk(chunk.samples * 0, t, self._seq, MIC_RATE,
+                                         self.frame_id))
+            self._seq += 1
+            return
         if chunk.started is not None and chunk.started.transcript:
             seg = chunk.started
             start, end = chunk.speech_span
@@ -187,6 +210,17 @@ class MockMicrophoneNode(Node):
         self.get_logger().info(response.message)
         self.diag.set(OK, 'mock microphone running')
         return response
+
+
+    def _on_set_parameters(self, params):
+        for param in params:
+            if param.name == 'muted':
+                self.muted = bool(param.value)
+                self.get_logger().info('muted: publishing silence' if self.muted
+                                       else 'unmuted')
+                self.diag.set(WARN if self.muted else OK, 'muted: publishing silence'
+                              if self.muted else 'listening', component='mute')
+        return SetParametersResult(successful=True)
 
 
 def main(args=None):

@@ -1,12 +1,24 @@
-"""Speech-to-text without rclpy: faster-whisper model resolution (never downloads),
-loading, a guarded transcribe, and the per-utterance buffers that decide when a partial
-or the final transcription is due.
+"""Speech-to-text without rclpy: faster-whisper loading (the model directory comes from
+:func:`droid_audio.models.resolve_model`), a guarded transcribe, and the per-utterance
+buffers that decide when a partial or the final transcription is due.
 
-Hallucination guard (see :class:`WhisperEngine`):
+Decoding (see :class:`WhisperEngine`): an utterance is one Whisper window, decoded
+greedily (or with ``beam_size``) by CTranslate2 with the faster-whisper feature extractor
+and tokenizer, without timestamps and without conditioning on earlier text. The encoder
+window is ``window_s`` (15 s) rather than Whisper's fixed 30 s — longer utterances get
+the next whole second plus 2 s, up to 30 s — which makes a decode of a short command
+about 2.5x faster (tiny.en: ~110 ms instead of ~290 ms on 2 cores) at the same or
+better accuracy on the droid's phrase set (10 s is faster still but loops more often);
+an output that loops (compression ratio > 2.4, or one phrase said over again) is
+decoded again with the full 30 s window. Longer audio than 30 s goes through faster-whisper's own ``transcribe``.
 
-* ``condition_on_previous_text=False`` and one temperature (0.0): no fallback sampling;
-* segments whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
-  ``log_prob_threshold`` are dropped;
+Hallucination guard:
+
+* one temperature (0.0): no fallback sampling;
+* a result whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
+  ``log_prob_threshold`` is dropped, so is one whose ``no_speech_prob`` >
+  ``no_speech_sure_threshold`` (tiny.en writes a confident "you" for silence), and so
+  is one that still loops;
 * an utterance the Silero VAD finds no speech in is not transcribed at all (nothing is
   published for silence);
 * at most ``max_tokens_per_s`` x duration + 16 new tokens per utterance (no endless loops).
@@ -14,63 +26,34 @@ Hallucination guard (see :class:`WhisperEngine`):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from droid_common.audio import MIC_RATE
+from droid_common.audio import FRAME_SAMPLES, MIC_RATE
 
-SIZE_NAMES = ('tiny', 'tiny.en', 'base', 'base.en', 'small', 'small.en', 'distil-small.en',
-              'medium', 'medium.en', 'distil-medium.en', 'large-v1', 'large-v2', 'large-v3',
-              'large', 'distil-large-v2', 'distil-large-v3', 'large-v3-turbo', 'turbo')
-
-
-class SttModelError(RuntimeError):
-    """The Whisper model is missing or cannot be loaded (message is user-facing)."""
+# Model resolution and download live in droid_audio.models (re-exported here).
+from droid_audio.models import SttModelError, resolve_model  # noqa: F401
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / 'model.bin').is_file() and (path / 'config.json').is_file()
+def compression_ratio(text: str) -> float:
+    """Bytes of ``text`` over its zlib-compressed bytes (> 2.4: a repetition loop)."""
+    data = text.strip().encode('utf-8')
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def resolve_model(model: str, cache_dir: str = '') -> str:
-    """Local directory of a CTranslate2 Whisper model; never downloads.
-
-    ``model`` is a directory path, or a size name (``tiny``, ``base.en``, ...) looked up
-    in ``cache_dir`` as ``<cache_dir>/<name>``, ``<cache_dir>/faster-whisper-<name>``, or
-    a Hugging Face hub cache (``models--Systran--faster-whisper-<name>/snapshots/*``).
-    """
-    model = (model or '').strip()
-    if not model:
-        raise SttModelError('no Whisper model configured (parameter model)')
-    path = Path(os.path.expanduser(model))
-    if path.is_dir():
-        if not _is_model_dir(path):
-            raise SttModelError(f'{path} is not a CTranslate2 Whisper model directory '
-                                '(model.bin and config.json missing)')
-        return str(path)
-    if os.sep in model or model.startswith('.'):
-        raise SttModelError(f'Whisper model directory not found: {model}')
-    if not cache_dir:
-        raise SttModelError(
-            f"Whisper model '{model}' is not a local directory and no model_cache_dir is set "
-            '(models are never downloaded at run time: convert or copy one and give its path)')
-    cache = Path(os.path.expanduser(cache_dir))
-    candidates = [cache / model, cache / f'faster-whisper-{model}']
-    for repo in cache.glob(f'models--*--faster-whisper-{model}'):
-        snaps = sorted((repo / 'snapshots').glob('*'), key=lambda p: p.stat().st_mtime,
-                       reverse=True)
-        candidates += snaps
-    for c in candidates:
-        if c.is_dir() and _is_model_dir(c):
-            return str(c)
-    hint = '' if model in SIZE_NAMES else f" ('{model}' is not a known size name either)"
-    raise SttModelError(f"Whisper model '{model}' not found in model_cache_dir {cache}{hint}; "
-                        'models are never downloaded at run time')
+def repeats(text: str) -> bool:
+    """True when the words are one phrase said over again ('Open the door. Open the
+    door.'), a Whisper loop that short texts do not compress enough to show."""
+    w = re.sub(r"[^a-z0-9' ]", ' ', text.lower()).split()
+    n = len(w)
+    return n >= 4 and any(all(w[i] == w[i - p] for i in range(p, n))
+                          for p in range(1, n // 2 + 1))
 
 
 def strip_phrases(text: str, phrases) -> str:
@@ -88,6 +71,7 @@ def strip_phrases(text: str, phrases) -> str:
 class GuardConfig:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
+    no_speech_sure_threshold: float = 0.9   # above this: dropped however confident
     vad_threshold: float = 0.5          # Silero probability counted as speech
     min_speech_ratio: float = 0.0       # fraction of VAD windows that must be speech
     max_tokens_per_s: float = 8.0
@@ -109,7 +93,7 @@ class WhisperEngine:
 
     def __init__(self, model_path: str, compute_type: str = 'int8', cpu_threads: int = 2,
                  language: str = 'en', beam_size: int = 1, guard: GuardConfig | None = None,
-                 vad=None, strip: tuple = ()):
+                 vad=None, strip: tuple = (), window_s: float = 15.0):
         self.model_path = model_path
         self.compute_type = compute_type
         self.cpu_threads = int(cpu_threads)
@@ -118,8 +102,10 @@ class WhisperEngine:
         self.guard = guard or GuardConfig()
         self.vad = vad                  # SileroVad or None (then no silence gate)
         self.strip = tuple(strip)
+        self.window_s = float(min(30.0, max(1.0, window_s)))
         self._model = None
         self._lock = threading.Lock()
+        self._dec = None                # feature extractor, tokenizer, prompt (lazy)
 
     @property
     def loaded(self) -> bool:
@@ -127,7 +113,6 @@ class WhisperEngine:
 
     def load(self, warm_up: bool = True) -> float:
         """Load the model (seconds taken). Raises :class:`SttModelError`."""
-        os.environ.setdefault('HF_HUB_OFFLINE', '1')
         t0 = time.monotonic()
         try:
             from faster_whisper import WhisperModel
@@ -153,6 +138,14 @@ class WhisperEngine:
         return time.monotonic() - t0
 
     def _transcribe(self, audio: np.ndarray, max_new_tokens: int):
+        """([(text, avg_logprob, no_speech_prob)], language) for float32 audio."""
+        detect = self.language is None and self._model.model.is_multilingual
+        if len(audio) <= 30 * MIC_RATE and not detect:
+            window = min(30.0, max(self.window_s, math.ceil(len(audio) / MIC_RATE) + 2.0))
+            out = self._generate(audio, max_new_tokens, window)
+            if window < 30.0 and (compression_ratio(out[0]) > 2.4 or repeats(out[0])):
+                out = self._generate(audio, max_new_tokens, 30.0)    # it looped: full window
+            return [out], self.language or 'en'
         g = self.guard
         segments, info = self._model.transcribe(
             audio, language=self.language, task='transcribe', beam_size=self.beam_size,
@@ -160,11 +153,43 @@ class WhisperEngine:
             without_timestamps=True, no_speech_threshold=g.no_speech_threshold,
             log_prob_threshold=g.log_prob_threshold, compression_ratio_threshold=None,
             vad_filter=False, max_new_tokens=max_new_tokens, suppress_blank=True)
-        return list(segments), info
+        return [(s.text, s.avg_logprob, s.no_speech_prob) for s in segments], info.language
+
+    def _decoder(self):
+        if self._dec is None:
+            from faster_whisper.feature_extractor import FeatureExtractor
+            from faster_whisper.tokenizer import Tokenizer
+            from faster_whisper.transcribe import get_suppressed_tokens
+            m = self._model
+            tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task='transcribe',
+                            language=self.language or 'en')
+            fe = FeatureExtractor(feature_size=m.model.n_mels)
+            prompt = list(tok.sot_sequence) + [tok.no_timestamps]
+            self._dec = (fe, tok, prompt, list(get_suppressed_tokens(tok, [-1])))
+        return self._dec
+
+    def _generate(self, audio: np.ndarray, max_new_tokens: int, window_s: float) -> tuple:
+        import ctranslate2
+        fe, tok, prompt, suppress = self._decoder()
+        n = int(window_s * MIC_RATE)
+        x = audio[:n] if len(audio) >= n else \
+            np.concatenate([audio, np.zeros(n - len(audio), np.float32)])
+        feats = fe(x, padding=0)[:, :n // fe.hop_length]
+        res = self._model.model.generate(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None])), [prompt],
+            beam_size=self.beam_size, patience=1.0, length_penalty=1.0,
+            max_length=len(prompt) + max_new_tokens, return_scores=True,
+            return_no_speech_prob=True, suppress_blank=True, suppress_tokens=suppress)[0]
+        ids = res.sequences_ids[0]
+        text = tok.decode([t for t in ids if t < tok.eot])
+        avg_logprob = res.scores[0] * len(ids) / (len(ids) + 1)
+        return text, float(avg_logprob), float(res.no_speech_prob)
 
     def is_silence(self, samples: np.ndarray) -> bool:
         if self.vad is None:
             return False
+        if self.guard.min_speech_ratio <= 0:
+            return not self.vad.has_speech(samples, self.guard.vad_threshold)
         peak, ratio = self.vad.speech_ratio(samples, self.guard.vad_threshold)
         return peak < self.guard.vad_threshold or ratio < self.guard.min_speech_ratio
 
@@ -181,20 +206,22 @@ class WhisperEngine:
         dur = len(audio) / MIC_RATE
         cap = int(min(400, self.guard.max_tokens_per_s * dur + 16))
         with self._lock:
-            segments, info = self._transcribe(audio, cap)
+            segments, language = self._transcribe(audio, cap)
         kept, dropped = [], 0
-        for s in segments:
-            if s.no_speech_prob > self.guard.no_speech_threshold and \
-                    s.avg_logprob < self.guard.log_prob_threshold:
+        for text, avg_logprob, no_speech in segments:
+            if (no_speech > self.guard.no_speech_threshold and
+                    avg_logprob < self.guard.log_prob_threshold) or \
+                    no_speech > self.guard.no_speech_sure_threshold or \
+                    compression_ratio(text) > 2.4:
                 dropped += 1
                 continue
-            kept.append(s)
-        text = ' '.join(s.text.strip() for s in kept if s.text.strip()).strip()
+            kept.append((text, avg_logprob))
+        text = ' '.join(t.strip() for t, _ in kept if t.strip()).strip()
         text = strip_phrases(text, self.strip)
-        conf = float(np.clip(np.mean([np.exp(s.avg_logprob) for s in kept]), 0.0, 1.0)) \
+        conf = float(np.clip(np.mean([np.exp(lp) for _, lp in kept]), 0.0, 1.0)) \
             if kept else -1.0
-        return SttResult(text, conf, info.language or (self.language or ''), len(kept),
-                         dropped, seconds=time.monotonic() - t0)
+        return SttResult(text, conf, language or '', len(kept), dropped,
+                         seconds=time.monotonic() - t0)
 
 
 # ---- per-utterance buffers ---------------------------------------------------------------
@@ -213,6 +240,12 @@ class UtteranceBuffer:
     partial_at: int = 0           # samples covered by the last partial run
     partials: int = 0
     last_partial_text: str = ''
+    voiced: int = 0               # samples up to the end of the voiced audio so far
+    voiced_known: bool = False    # the producer says where voiced audio ends (audio_end)
+    decoded_upto: int = 0         # samples covered by the latest decode ...
+    decoded: SttResult | None = None   # ... and its result
+    reused: bool = False          # the final is that result (no decode after the end)
+    ended_at: float = 0.0         # time.monotonic() when ENDED arrived
 
     @property
     def key(self) -> tuple:
@@ -234,33 +267,51 @@ class UtteranceBuffer:
 class Job:
     kind: str                      # 'partial' or 'final'
     buffer: UtteranceBuffer
-    audio: np.ndarray
+    audio: np.ndarray | None       # None: a final that reuses buffer.decoded
+    why: str = ''                  # partial: 'cadence' or 'pause'; final: 'decode' or 'reuse'
 
 
 class UtteranceBuffers:
-    """Collects Utterance messages (any thread) and hands jobs to one worker thread:
-    finals first (oldest first), then a partial for the newest open utterance once its
-    audio grew by ``partial_interval_s`` since the last partial."""
+    """Collects Utterance messages (any thread) and hands jobs to one worker thread.
+
+    Order: finals first (oldest first); then, for the newest open utterance, a *pause*
+    partial as soon as the producer's voiced-so-far mark (``Utterance.audio_end`` on
+    STARTED/AUDIO) stops advancing and at least ``pause_samples`` of audio came after
+    it — the user paused, so the words so far are decoded while the endpoint is still
+    being decided; then a *cadence* partial once the audio grew by
+    ``partial_interval_s`` since the last partial and new voiced audio came since the
+    last decode. Every decode's result is kept (:meth:`record`); at the end, when it
+    covered all the voiced audio (no voiced audio came after it), the final reuses it
+    instead of decoding again. Without voiced-so-far marks: cadence partials only, and
+    the final always decodes."""
 
     def __init__(self, partial_interval_s: float = 0.4, max_open: int = 4,
-                 max_seconds: float = 60.0):
+                 max_seconds: float = 60.0, pause_samples: int = FRAME_SAMPLES):
         self.partial_interval_s = partial_interval_s
         self.max_open = max_open
         self.max_samples = int(max_seconds * MIC_RATE)
+        self.pause_samples = int(pause_samples)
         self._open: dict = {}
         self._finals: list = []
         self._cond = threading.Condition()
         self._closed = False
         self.ignored = 0
 
+    def _mark(self, buf: UtteranceBuffer, voiced_end: float) -> None:
+        if voiced_end and voiced_end > 0:
+            buf.voiced_known = True
+            buf.voiced = max(buf.voiced, min(buf.samples, int(round(
+                (voiced_end - buf.audio_start) * MIC_RATE))))
+
     def start(self, cid: str, uid: int, audio_start: float, stamp: float,
-              audio: np.ndarray) -> None:
+              audio: np.ndarray, voiced_end: float = 0.0) -> None:
         with self._cond:
             buf = UtteranceBuffer(cid, uid, audio_start, last_stamp=stamp)
             self._open[buf.key] = buf
             while len(self._open) > self.max_open:   # forget the oldest open one
                 self._open.pop(next(iter(self._open)))
             self._append(buf, audio)
+            self._mark(buf, voiced_end)
             self._cond.notify_all()
 
     def _append(self, buf: UtteranceBuffer, audio: np.ndarray) -> None:
@@ -269,7 +320,8 @@ class UtteranceBuffers:
             buf.chunks.append(a.copy())
             buf.samples += len(a)
 
-    def append(self, cid: str, uid: int, stamp: float, audio: np.ndarray) -> bool:
+    def append(self, cid: str, uid: int, stamp: float, audio: np.ndarray,
+               voiced_end: float = 0.0) -> bool:
         with self._cond:
             buf = self._open.get((cid, uid))
             if buf is None:
@@ -277,6 +329,7 @@ class UtteranceBuffers:
                 return False
             buf.last_stamp = stamp
             self._append(buf, audio)
+            self._mark(buf, voiced_end)
             self._cond.notify_all()
             return True
 
@@ -290,8 +343,12 @@ class UtteranceBuffers:
             if audio is not None:
                 self._append(buf, audio)
             buf.ended = True
+            buf.ended_at = time.monotonic()
             buf.end_stamp = buf.last_stamp = stamp
             buf.audio_end = audio_end or (buf.audio_start + buf.duration)
+            if buf.voiced_known and audio_end:
+                buf.voiced = min(buf.samples, int(round((audio_end - buf.audio_start) *
+                                                        MIC_RATE)))
             self._finals.append(buf)
             self._cond.notify_all()
             return True
@@ -303,6 +360,13 @@ class UtteranceBuffers:
     def is_open(self, key: tuple) -> bool:
         with self._cond:
             return key in self._open
+
+    def record(self, buf: UtteranceBuffer, upto: int, result: SttResult) -> None:
+        """Keep a decode's result (of the first ``upto`` samples) for reuse."""
+        with self._cond:
+            if upto >= buf.decoded_upto:
+                buf.decoded_upto, buf.decoded = upto, result
+            self._cond.notify_all()
 
     def next_job(self, timeout: float | None = None):
         """Block up to ``timeout`` s for the next :class:`Job` (None on timeout/close)."""
@@ -331,13 +395,26 @@ class UtteranceBuffers:
     def _pick(self):
         if self._finals:
             buf = self._finals.pop(0)
-            return Job('final', buf, buf.audio())
-        if self._open and self.partial_interval_s > 0:
-            buf = next(reversed(self._open.values()))
+            if buf.voiced_known and buf.decoded is not None and buf.voiced > 0 and \
+                    buf.decoded_upto >= buf.voiced:
+                buf.reused = True
+                return Job('final', buf, None, 'reuse')
+            return Job('final', buf, buf.audio(), 'decode')
+        if not self._open:
+            return None
+        buf = next(reversed(self._open.values()))
+        if buf.voiced_known:
+            fresh = buf.decoded_upto < buf.voiced       # voiced audio not decoded yet
+            if fresh and buf.samples - buf.voiced >= self.pause_samples:
+                buf.partial_at = buf.samples
+                return Job('partial', buf, buf.audio().copy(), 'pause')
+            if not fresh:
+                return None
+        if self.partial_interval_s > 0:
             step = int(self.partial_interval_s * MIC_RATE)
             if buf.samples - buf.partial_at >= step:
                 buf.partial_at = buf.samples
-                return Job('partial', buf, buf.audio().copy())
+                return Job('partial', buf, buf.audio().copy(), 'cadence')
         return None
 
     def close(self) -> None:

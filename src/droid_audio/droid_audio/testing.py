@@ -190,3 +190,125 @@ class Harness:
         self.executor.shutdown()
         self.node.destroy_node()
         self.rclpy.try_shutdown(context=self.context)
+
+
+# ---- real speech through the running graph (tests and benchmark) -------------------------
+
+def _sec(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class CpuHog:
+    """Busy processes (one per ``n``) that load the CPU while they run; stopped by pid."""
+
+    def __init__(self, n: int = 1):
+        code = 'import time\nwhile True:\n    sum(i * i for i in range(10000))\n'
+        self.procs = [subprocess.Popen([sys.executable, '-c', code], start_new_session=True)
+                      for _ in range(n)]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(5.0)
+
+
+class SpeechRun:
+    """Plays real speech clips through the mock microphone of a running graph (mock
+    microphone + listener + stt on ``harness``'s domain) one after the other, and
+    records what came out for each: the wake word's conversation, the transcriptions,
+    the listener's end of utterance and the mock microphone's true end of speech."""
+
+    def __init__(self, harness, workdir):
+        from droid_common import names
+        from droid_common.ros import RELIABLE_QOS
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from droid_msgs.msg import Transcription, Utterance, WakeWord
+        self.h = harness
+        self.names = names
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for typ, topic in ((Transcription, names.TRANSCRIPTION), (Utterance, names.UTTERANCE),
+                           (WakeWord, names.WAKE_WORD), (Transcription, names.MOCK_TRANSCRIPT)):
+            harness.collect(typ, topic, RELIABLE_QOS)
+        harness.collect(DiagnosticArray, names.DIAGNOSTICS, 10)
+        self._n = 0
+
+    def play(self, samples, transcript: str = '', padding: float = 0.3,
+             timeout: float = 60.0, final_timeout: float = 30.0, settle: float = 2.5) -> dict:
+        """Inject ``samples`` (16 kHz int16, speech up to its last sample); wait up to
+        ``timeout`` s (after the audio) for the utterance it wakes to end, then up to
+        ``final_timeout`` s for its final, then ``settle`` s for anything that should
+        not come."""
+        import soundfile
+
+        from droid_msgs.msg import Utterance
+        from droid_msgs.srv import InjectUtterance
+        names, h = self.names, self.h
+        self._n += 1
+        path = self.workdir / f'clip{self._n:03d}.wav'
+        soundfile.write(str(path), samples, 16000, subtype='PCM_16')
+        n_wakes = len(h.got(names.WAKE_WORD))
+        n_mock = len(h.got(names.MOCK_TRANSCRIPT))
+        res = h.call(InjectUtterance, names.INJECT_UTTERANCE,
+                     InjectUtterance.Request(wav_path=str(path), transcript=transcript or '-',
+                                             padding=padding))
+        if not res.success:
+            raise RuntimeError(res.message)
+        rec = {'transcript': transcript, 'cid': None, 'finals': [], 'partials': [],
+               'ended': None, 'speech_end': None, 'wakes': 0}
+
+        def ended():
+            wakes = h.got(names.WAKE_WORD)[n_wakes:]
+            if not wakes:
+                return False
+            rec['cid'] = wakes[0].conversation_id
+            return any(u.conversation_id == rec['cid'] and
+                       u.state in (Utterance.ENDED, Utterance.CANCELLED)
+                       for u in h.got(names.UTTERANCE))
+
+        def final():
+            return any(m.conversation_id == rec['cid'] and m.is_final
+                       for m in h.got(names.TRANSCRIPTION))
+
+        if h.wait_for(ended, res.duration + timeout):
+            h.wait_for(final, final_timeout)
+        # nothing more may follow for this conversation (a second final, a late partial)
+        time.sleep(settle)
+        mock = h.got(names.MOCK_TRANSCRIPT)[n_mock:]
+        if mock:
+            rec['speech_end'] = _sec(mock[0].audio_end)
+        rec['wakes'] = len(h.got(names.WAKE_WORD)) - n_wakes
+        cid = rec['cid']
+        if cid is not None:
+            msgs = [m for m in h.got(names.TRANSCRIPTION) if m.conversation_id == cid]
+            rec['finals'] = [m for m in msgs if m.is_final]
+            rec['partials'] = [m for m in msgs if not m.is_final]
+            ends = [u for u in h.got(names.UTTERANCE) if u.conversation_id == cid and
+                    u.state == Utterance.ENDED]
+            rec['ended'] = ends[0] if ends else None
+        return rec
+
+    def dropped_chunks(self) -> int | None:
+        """The listener's latest ``dropped_chunks`` figure on /diagnostics."""
+        for msg in reversed(self.h.got(self.names.DIAGNOSTICS)):
+            for st in msg.status:
+                if st.name.startswith('listener') and 'worker' in st.name:
+                    for kv in st.values:
+                        if kv.key == 'dropped_chunks':
+                            return int(kv.value)
+        return None
+
+
+def latency(rec: dict) -> dict:
+    """End of speech -> final transcription [s], from the true end of speech (mock
+    microphone) and from the listener's end of voiced audio (Utterance.audio_end)."""
+    if not rec['finals']:
+        return {}
+    final = rec['finals'][0]
+    out = {'from_speech_end': _sec(final.header.stamp) - rec['speech_end']}
+    if rec['ended'] is not None:
+        out['from_vad_end'] = _sec(final.header.stamp) - _sec(rec['ended'].audio_end)
+        out['endpoint_wait'] = _sec(rec['ended'].header.stamp) - _sec(rec['ended'].audio_end)
+    return out

@@ -38,10 +38,10 @@ class Driver:
     def t(self):
         return self.i * F
 
-    def feed(self, n=1, prob=0.0, wake=0.0):
+    def feed(self, n=1, prob=0.0, wake=0.0, amp=None):
         out = []
         for _ in range(n):
-            samples = np.full(1280, self.i % 30000, dtype=np.int16)
+            samples = np.full(1280, self.i % 30000 if amp is None else amp, dtype=np.int16)
             out += self.core.process(self.t, samples, {'hey_jarvis': wake}, prob)
             self.i += 1
         self.events += out
@@ -61,26 +61,34 @@ class Driver:
         return [e for e in self.of(TraceMark) if e.stage == STAGE[stage]]
 
 
-def test_wake_word_starts_conversation_with_preroll_and_silence_ends_it():
+def test_wake_word_is_cut_out_of_the_audio_and_silence_ends_it():
     d = Driver(mode='IDLE', preroll_ms=400, silence_ms=600, min_speech_ms=160)
-    d.feed(10, prob=0.0)                       # background
-    d.feed(3, prob=0.9)                        # "hey jarvis"
-    ev = d.feed(1, prob=0.9, wake=0.95)        # wake fires at frame 13
+    d.feed(10, prob=0.0, amp=20)               # background
+    d.feed(3, prob=0.9, amp=5000)              # "hey jarvis"
+    ev = d.feed(1, prob=0.9, wake=0.95, amp=5000)   # wake fires at frame 13
     wakes = d.of(WakeEvent, ev)
     assert len(wakes) == 1 and wakes[0].conversation_id == 'conv1'
     assert wakes[0].model == 'hey_jarvis' and wakes[0].score == pytest.approx(0.95)
+    assert not d.utt(events=ev)                # held until the cut is known
+    assert not d.utt(events=d.feed(1, prob=0.3, amp=30))   # frame 14: the pause
+    ev = d.feed(1, prob=0.9, amp=4000)         # frame 15: the command starts
     started = d.utt('STARTED', ev)
     assert len(started) == 1
     s = started[0]
     assert s.trigger == UTT['TRIGGER_WAKE_WORD'] and s.utterance_id == 1
-    # 400 ms pre-roll = 5 frames before the wake frame, plus the wake frame itself
-    assert len(s.audio) == 6 * 1280
-    assert s.t == pytest.approx(8 * F) and s.audio_start == pytest.approx(8 * F)
-    assert s.audio[0] == 8 and s.audio[-1] == 13
-    d.feed(10, prob=0.9)                       # the command
+    # cut inside the pause (frame 14), at the last quiet 30 ms window's centre
+    cut = 14 * 1280 + 800 + 240
+    assert s.audio_start == pytest.approx(cut / 16000) and s.t == s.audio_start
+    assert len(s.audio) == 16 * 1280 - cut
+    assert set(s.audio[:1280 - 1040].tolist()) == {30} and s.audio[-1] == 4000
+    assert 5000 not in s.audio                 # nothing of the wake phrase
+    assert s.audio_end == pytest.approx(16 * F)   # voiced so far: up to frame 15's end
+    assert d.core.stats['wake_cut_ms'] == round((cut / 16000 - 13 * F) * 1000)
+    d.feed(8, prob=0.9)                        # the command
     assert len(d.stages('STAGE_SPEECH_START')) == 1
     ev = d.feed(7, prob=0.0)                   # 560 ms: not yet
     assert not d.utt('ENDED', ev)
+    assert all(a.audio_end == pytest.approx(24 * F) for a in d.utt('AUDIO', ev))
     ev = d.feed(1, prob=0.0)                   # 640 ms >= 600 ms
     ended = d.utt('ENDED', ev)
     assert len(ended) == 1
@@ -88,8 +96,19 @@ def test_wake_word_starts_conversation_with_preroll_and_silence_ends_it():
     assert e.end_reason == UTT['END_SILENCE'] and e.conversation_id == 'conv1'
     assert e.audio_end == pytest.approx(24 * F)       # end of the last voiced frame
     assert len(d.stages('STAGE_SPEECH_END')) == 1
-    assert [x.state for x in d.utt()] == [UTT['STARTED']] + [UTT['AUDIO']] * 18 + [UTT['ENDED']]
+    assert [x.state for x in d.utt()] == [UTT['STARTED']] + [UTT['AUDIO']] * 16 + [UTT['ENDED']]
     assert len(d.stages('STAGE_WAKE')) == 1
+
+
+def test_wake_cut_lands_before_the_command_when_there_is_no_pause():
+    d = Driver(mode='IDLE')
+    d.feed(5, prob=0.0, amp=0)
+    d.feed(3, prob=0.9, amp=5000)
+    d.feed(1, prob=0.9, wake=0.9, amp=5000)
+    ev = d.feed(2, prob=0.9, amp=3000)         # no pause: cut where the wake frame starts
+    s = d.utt('STARTED', ev)[0]
+    assert s.audio_start == pytest.approx(8 * F) and len(s.audio) == 3 * 1280
+    assert s.audio[0] == 5000 and s.audio[1280] == 3000
 
 
 def test_wake_with_no_speech_after_it_ends_after_timeout():
@@ -110,7 +129,8 @@ def test_max_length_ends_utterance():
     ev = d.feed(30, prob=0.9)
     ended = d.utt('ENDED', ev)
     assert len(ended) == 1 and ended[0].end_reason == UTT['END_MAX_LENGTH']
-    assert len(d.utt('AUDIO')) == 24           # 25 frames = 2.0 s including the wake frame
+    # 25 frames = 2.0 s including the wake frame; the first three go out as STARTED
+    assert len(d.utt('AUDIO')) == 22 and len(d.utt('STARTED')) == 1
 
 
 def test_refractory_and_new_conversation_per_wake():
@@ -126,7 +146,7 @@ def test_refractory_and_new_conversation_per_wake():
     cancelled = d.utt('CANCELLED', ev)
     assert len(cancelled) == 1 and cancelled[0].conversation_id == 'conv1'
     assert cancelled[0].end_reason == UTT['END_CANCELLED']
-    started = d.utt('STARTED', ev)
+    started = d.utt('STARTED', d.feed(2, prob=0.9))   # once the wake phrase is cut off
     assert started[0].conversation_id == 'conv2' and started[0].utterance_id == 1
 
 
@@ -298,3 +318,98 @@ def test_utterance_streams_are_well_formed(steps):
                 open_key = None
     times = [e.t for e in d.utt() if e.state == UTT['AUDIO']]
     assert times == sorted(times)
+
+
+class FakeTurn:
+    """A turn model that answers from a script and records what it was asked."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.asked = []
+
+    def __call__(self, samples):
+        self.asked.append(len(samples))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def turn_driver(model, **cfg):
+    d = Driver(mode='IDLE', min_speech_ms=160, **cfg)
+    d.core.turn_model = model
+    d.feed(3, prob=0.0, amp=10)
+    d.feed(1, prob=0.9, wake=0.9, amp=5000)
+    d.feed(2, prob=0.0, amp=10)                # the pause after the wake phrase
+    return d
+
+
+def test_a_complete_turn_ends_on_the_short_silence():
+    model = FakeTurn(0.9)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1500)
+    d.feed(10, prob=0.9, amp=3000)             # the command: 800 ms
+    assert model.asked == []
+    ev = d.feed(2, prob=0.0, amp=10)           # 160 ms: asked (one frame before 200 ms)
+    assert len(model.asked) == 1 and not d.utt('ENDED', ev)
+    # it saw the utterance from the cut on: the pause's end, the command, the silence
+    assert 12 * 1280 <= model.asked[0] <= 14 * 1280
+    ev = d.feed(1, prob=0.0, amp=10)           # 240 ms >= 200 ms: complete -> ends
+    ended = d.utt('ENDED', ev)
+    assert len(ended) == 1 and ended[0].end_reason == UTT['END_SILENCE']
+    assert d.stages('STAGE_SPEECH_END')[0].detail == 'turn'
+    assert d.core.stats['turn_complete'] == 1 and d.core.last_turn_prob == 0.9
+
+
+def test_an_incomplete_turn_waits_for_the_long_silence_asking_again_as_it_grows():
+    model = FakeTurn(0.1)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1000)
+    d.feed(5, prob=0.9, amp=3000)
+    ev = d.feed(12, prob=0.0, amp=10)          # 960 ms of silence: still open
+    assert not d.utt('ENDED', ev)
+    # asked at 160, 400, 640, 880 ms of silence (every further 200 ms or more)
+    assert len(model.asked) == 4
+    ev = d.feed(1, prob=0.0, amp=10)           # 1040 ms >= 1000 ms
+    assert d.utt('ENDED', ev) and d.stages('STAGE_SPEECH_END')[0].detail == 'silence'
+    assert d.core.stats['turn_incomplete'] == 1
+
+    # speech after a pause the model found incomplete keeps the utterance going
+    model = FakeTurn(0.1, 0.1, 0.8)
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=1000)
+    d.feed(5, prob=0.9, amp=3000)
+    d.feed(6, prob=0.0, amp=10)                # "um ..." 480 ms
+    d.feed(5, prob=0.9, amp=3000)              # "... cantina song"
+    ev = d.feed(3, prob=0.0, amp=10)
+    assert len(d.utt('ENDED', ev)) == 1 and len(d.utt('STARTED')) == 1
+    assert d.stages('STAGE_SPEECH_END')[0].detail == 'turn'
+
+
+def test_a_later_answer_can_end_the_turn_and_a_failing_model_falls_back_to_silence():
+    model = FakeTurn(0.2, 0.7)                 # surer with more trailing silence
+    d = turn_driver(model, turn_silence_ms=200, incomplete_silence_ms=2000)
+    d.feed(5, prob=0.9, amp=3000)
+    d.feed(3, prob=0.0, amp=10)                # 240 ms: asked once, incomplete
+    ev = d.feed(3, prob=0.0, amp=10)           # 480 ms: asked again at 400 ms, complete
+    assert len(model.asked) == 2 and d.utt('ENDED', ev)
+
+    d = turn_driver(FakeTurn(RuntimeError('boom')), turn_silence_ms=200,
+                    incomplete_silence_ms=800)
+    d.feed(5, prob=0.9, amp=3000)
+    assert not d.utt('ENDED', d.feed(9, prob=0.0, amp=10))     # 720 ms: not yet
+    assert d.utt('ENDED', d.feed(1, prob=0.0, amp=10))          # 800 ms
+    assert d.core.stats['turn_errors'] >= 1
+
+
+def test_end_of_speech_is_known_to_the_vad_window():
+    d = Driver(mode='IDLE', silence_ms=200, min_speech_ms=160)
+    d.feed(1, prob=0.9, wake=0.9)
+    d.feed(4, prob=0.9)
+    t = d.t
+    # the last voiced 32 ms window of this frame ends 512 samples in (of 1280)
+    out = d.core.process(t, np.zeros(1280, np.int16), {'hey_jarvis': 0.0}, 0.9,
+                         [(0.9, 512), (0.2, 1024)])
+    d.i += 1
+    audio = d.utt('AUDIO', out)
+    assert audio[0].audio_end == pytest.approx(t + 512 / 16000)
+    ev = d.feed(2, prob=0.0)                   # 48 + 160 = 208 ms >= 200 ms of silence
+    ended = d.utt('ENDED', ev)
+    assert ended and ended[0].audio_end == pytest.approx(t + 512 / 16000)

@@ -105,7 +105,9 @@ def test_missing_models_are_clear_errors_and_nodes_stay_up(tmp_path):
         (corrupt / f).write_bytes((tmp_path / 'whisper' / f).read_bytes())
     (corrupt / 'model.bin').write_bytes(b'garbage' * 10)
     procs = [
-        NodeProcess('stt_node', domain, {'model': 'tiny.en'}, namespace='/a',
+        NodeProcess('stt_node', domain, {'model': 'tiny.en', 'allow_download': False,
+                                         'model_cache_dir': str(tmp_path / 'no_models')},
+                    namespace='/a', env={'HF_HUB_OFFLINE': '1'},
                     log_path=str(tmp_path / 'a.log')),
         NodeProcess('stt_node', domain, {'model': str(corrupt)}, namespace='/b',
                     log_path=str(tmp_path / 'b.log')),
@@ -119,7 +121,8 @@ def test_missing_models_are_clear_errors_and_nodes_stay_up(tmp_path):
                           _level(_status(h, 'b/stt')) == 2 and
                           _level(_status(h, 'c/listener: wake_word')) == 2, 60.0), \
             '\n'.join(p.log() for p in procs)
-        assert 'no model_cache_dir' in _status(h, 'a/stt').message
+        assert 'allow_download: false' in _status(h, 'a/stt').message
+        assert 'fetch_models tiny.en' in _status(h, 'a/stt').message
         assert 'cannot load Whisper model' in _status(h, 'b/stt').message
         assert "unknown wake-word model 'hey_r2d2'" in _status(h, 'c/listener: wake_word').message
         h.wait_for(lambda: False, 1.0)

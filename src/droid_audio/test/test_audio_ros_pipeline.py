@@ -1,5 +1,5 @@
-"""Under ROS: mock microphone + listener + STT (mock, then faster-whisper on a tiny
-random-weight model) as separate processes; an utterance injected through the mock
+"""Under ROS: mock microphone + listener + STT (mock, then faster-whisper with the real
+Whisper tiny.en) as separate processes; an utterance injected through the mock
 microphone's service comes out as partial transcription(s) and one final, all with the
 conversation id of the wake word. Also: follow-up without the wake word after the
 droid's reply, and SLEEP mode ignoring the microphone."""
@@ -11,7 +11,7 @@ rclpy = pytest.importorskip('rclpy')
 import time
 
 from droid_audio.testing import Harness, NodeProcess, pick_domain
-from droid_audio.tiny_whisper import build_model
+from droid_audio.realspeech import has_wake_trace, tiny_en_model, words
 from droid_common import names
 from droid_common.ros import LATCHED_QOS, RELIABLE_QOS
 
@@ -99,7 +99,7 @@ def check_turn(p, final, source, min_partials=1):
     partials = [m for m in msgs if not m.is_final]
     assert len(partials) >= min_partials
     assert msgs[-1].is_final and sum(m.is_final for m in msgs) == 1   # partials, then 1 final
-    assert all(m.source == source for m in msgs)
+    assert all(m.source == source for m in msgs), [(m.source, m.text, m.is_final) for m in msgs]
     assert final.text.strip()
     start = final.audio_start.sec + final.audio_start.nanosec * 1e-9
     end = final.audio_end.sec + final.audio_end.nanosec * 1e-9
@@ -166,10 +166,9 @@ def test_mock_pipeline_wake_follow_up_and_sleep(domain, tmp_path):
         assert 'Traceback' not in log, f'{name}:\n{log}'
 
 
-def test_pipeline_with_faster_whisper_on_tiny_model(domain, tmp_path):
-    model = build_model(tmp_path / 'whisper', shape='test')
+def test_pipeline_with_faster_whisper_on_real_tiny_en(domain, tmp_path):
     p = Pipeline(domain, tmp_path, 'stt_node',
-                 {'model': model, 'cpu_threads': 1, 'partial_interval_ms': 400})
+                 {'model': tiny_en_model(), 'cpu_threads': 1, 'partial_interval_ms': 400})
     try:
         assert p.h.wait_for(lambda: 'model loaded and warmed up' in p.procs[2].log()
                             or 'loaded and warmed' in p.procs[2].log(), 60.0), p.logs()
@@ -179,6 +178,8 @@ def test_pipeline_with_faster_whisper_on_tiny_model(domain, tmp_path):
         cid = check_turn(p, finals[0], 'whisper')
         assert cid == p.h.got(names.WAKE_WORD)[0].conversation_id
         assert finals[0].language == 'en' and 0.0 <= finals[0].confidence <= 1.0
+        heard = words(finals[0].text)
+        assert 'play' in heard and 'music' in heard and not has_wake_trace(finals[0].text)
     finally:
         logs = p.close()
     for name, log in logs.items():

@@ -3,8 +3,15 @@
 Thin rclpy shell around :mod:`droid_brain.engine`: the LLM streams on the engine's worker
 thread (never on a callback); callbacks only hand turns over (latest wins) or cancel.
 
-Subscribes: speech/transcription (final only), voice/speech_event (INTERRUPTED = barge-in),
-audio/wake_word (a new conversation cancels the old reply).
+Subscribes: speech/transcription (finals; partials for preemptive generation),
+voice/speech_event (INTERRUPTED = barge-in), audio/wake_word (a new conversation cancels the
+old reply), audio/utterance (ENDED: the end of the user's turn, for preemptive generation).
+
+Preemptive generation (:mod:`droid_brain.preemptive`): when the end of the turn is known
+(the listener ended the utterance) or the latest partial has been stable for
+``preemptive_stable_ms``, the LLM request starts from that partial as a tentative turn;
+the final transcription keeps it when the words match (its held sentences go out at once)
+or cancels it and starts again from the final. Nothing of a discarded reply is published.
 Publishes: brain/reply, brain/sentiment, brain/persona (latched), trace, /diagnostics.
 Action client: tools/call (droid_msgs/action/ToolCall).
 """
@@ -34,6 +41,7 @@ from droid_common.ros import (
 )
 from droid_common.ros_activity import track_activity
 from droid_common.secrets import env_secret, redact
+from droid_common.turn_taking import DEFAULT_MIN_WORDS, confirms_barge_in
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
@@ -46,6 +54,7 @@ from droid_brain.clock import FuncClock
 from droid_brain.engine import Engine, Sink, Turn, TurnWorker
 from droid_brain.memory import SessionMemory, TokenCounter
 from droid_brain.mock_llm import MockBackend, MockScript, MockScriptError
+from droid_brain.preemptive import KEEP, RESTART, Preemptor, ReplyGate
 from droid_brain.personas import (
     PersonaError,
     PersonaStore,
@@ -54,6 +63,7 @@ from droid_brain.personas import (
 )
 from droid_brain.retry import RetryPolicy
 from droid_brain.stream import ToolResult
+from droid_brain.turns import TurnTracker
 from droid_msgs.action import ToolCall
 from droid_msgs.msg import (
     Persona,
@@ -62,6 +72,7 @@ from droid_msgs.msg import (
     SpeechEvent,
     TraceEvent,
     Transcription,
+    Utterance,
     WakeWord,
 )
 
@@ -95,6 +106,7 @@ class _NodeSink(Sink):
                             utterance_id=turn.utterance_id, index=index, text=text,
                             is_final=False, interrupted=False, persona=persona)
         msg.header.stamp = n.get_clock().now().to_msg()
+        n.remember_said(turn, index, text)
         n.reply_pub.publish(msg)
         n.get_logger().debug(f'{log_prefix(turn.conversation_id)}say[{index}]: {text}')
 
@@ -118,12 +130,12 @@ class _NodeSink(Sink):
         n.get_logger().info(f'{log_prefix(turn.conversation_id)}reply ({index} sentences'
                             f'{how}): {shown}')
 
-    def trace(self, turn, stage, detail=''):
+    def trace(self, turn, stage, detail='', at=None):
         n = self.node
         msg = TraceEvent(conversation_id=turn.conversation_id, utterance_id=turn.utterance_id,
                          stage=TRACE['STAGE_' + stage], node=n.get_fully_qualified_name(),
                          detail=detail[:200])
-        msg.header.stamp = n.get_clock().now().to_msg()
+        msg.header.stamp = n.get_clock().now().to_msg() if at is None else to_time_msg(at)
         if turn.input_stamp_ns is not None:
             ns = turn.input_stamp_ns
             msg.input_stamp = TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
@@ -167,12 +179,38 @@ class BrainNode(Node):
         p['max_tool_rounds'] = declare(self, 'max_tool_rounds', 3,
                                        'LLM rounds with tools offered per turn',
                                        min_value=0, max_value=10, read_only=True)
+        p['barge_in_min_words'] = declare(self, 'barge_in_min_words', DEFAULT_MIN_WORDS,
+                                          'A final transcription said over the droid starts a '
+                                          'new turn only with this many real words (not uh-huh, '
+                                          'mm, yeah) or a command word; keep equal to the '
+                                          "tts's", min_value=1, max_value=10, read_only=True)
+        p['filler_after_s'] = declare(self, 'filler_after_s', 1.5,
+                                      "A tool still running after this long gets the persona's "
+                                      'filler line once, so there is no dead air [s] (0 = off)',
+                                      min_value=0.0, max_value=60.0, read_only=True)
         p['token_budget'] = declare(self, 'token_budget', 4000,
                                     'Session memory budget [tokens], trimmed after each turn',
                                     min_value=200, max_value=1000000, read_only=True)
         p['sentence_max_chars'] = declare(self, 'sentence_max_chars', 200,
                                           'Cut a sentence without a stop beyond this length',
                                           min_value=20, max_value=2000, read_only=True)
+        p['first_clause_chars'] = declare(self, 'first_clause_chars', 60,
+                                          "The reply's first sentence ends at the first "
+                                          'clause boundary (, ; : dash) after this many '
+                                          'characters, so speech starts sooner (0 = whole '
+                                          'sentences)', min_value=0, max_value=2000,
+                                          read_only=True)
+        p['preemptive_generation'] = declare(self, 'preemptive_generation', False,
+                                             'Start the LLM request from the latest partial '
+                                             'transcription when the end of the turn is known '
+                                             '(or the partial is stable), keep it if the final '
+                                             'says the same words, else restart (on in the '
+                                             'real profile)', read_only=True)
+        p['preemptive_stable_ms'] = declare(self, 'preemptive_stable_ms', 0.0,
+                                            'Also start preemptively when the latest partial '
+                                            'has not changed for this long [ms] (0 = only at '
+                                            'the end of the turn)', min_value=0.0,
+                                            max_value=10000.0, read_only=True)
         p['tool_timeout_s'] = declare(self, 'tool_timeout_s', 20.0,
                                       'Longest wait for one ToolCall result [s]',
                                       min_value=0.1, max_value=600.0, read_only=True)
@@ -189,7 +227,9 @@ class BrainNode(Node):
                                    read_only=True)
         p['state_file'] = declare(self, 'state_file', '',
                                   "User state file (active persona); '' = "
-                                  '$XDG_CONFIG_HOME/droid/brain_state.yaml', read_only=True)
+                                  '$XDG_CONFIG_HOME/droid/brain_state.yaml, or '
+                                  '$XDG_CONFIG_HOME/droid/<namespace>/brain_state.yaml in a '
+                                  'namespace', read_only=True)
         p['mock_time_to_first_token_s'] = declare(
             self, 'mock_time_to_first_token_s', 0.3, 'Mock backend: delay of the first token [s]',
             min_value=0.0, max_value=60.0, read_only=True)
@@ -212,7 +252,7 @@ class BrainNode(Node):
 
         # Personas (defaults -> user overrides -> persona) and the saved choice.
         persona_dir = p['persona_dir'] or default_persona_dir()
-        state_file = p['state_file'] or default_state_file()
+        state_file = p['state_file'] or default_state_file(self.get_namespace())
         self.personas = PersonaStore(persona_dir, state_file, p['default_persona'])
         for err in self.personas.errors:
             log.error(err)
@@ -226,6 +266,9 @@ class BrainNode(Node):
         log.info(f"persona '{persona.name}' ({persona.display_name}); available: "
                  f"{', '.join(self.personas.names) or '(none)'}")
 
+        self._droid_speaking = False     # from SpeechEvents: STARTED .. last ENDED/INTERRUPTED
+        self._said: dict = {}            # (conversation_id, utterance_id) -> {index: text}
+        self._said_lock = threading.Lock()
         self.memory = SessionMemory(persona.system_prompt, p['token_budget'],
                                     TokenCounter(logger=log))
         self.backend = self._make_backend()
@@ -236,9 +279,22 @@ class BrainNode(Node):
             retry=RetryPolicy(p['max_retries'], p['retry_base_delay_s'], 2.0,
                               p['retry_max_delay_s']),
             max_tool_rounds=p['max_tool_rounds'], sentence_max_chars=p['sentence_max_chars'],
-            persona=lambda: self.personas.active, logger=log, activity=self.activity)
+            persona=lambda: self.personas.active, logger=log,
+            filler_after_s=p['filler_after_s'], first_clause_chars=p['first_clause_chars'],
+            activity=self.activity)
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
-        self._seen: list = []
+        self.turns = TurnTracker()
+        self.preemptor = Preemptor(p['preemptive_stable_ms'] / 1000.0,
+                                   enabled=p['preemptive_generation'])
+        self._preempt_cond = threading.Condition()
+        self._closing = False
+        self._preempt_thread = None
+        if p['preemptive_generation'] and p['preemptive_stable_ms'] > 0:
+            self._preempt_thread = threading.Thread(target=self._preempt_loop,
+                                                    name='brain-preempt', daemon=True)
+            self._preempt_thread.start()
+        self.diag.set(OK, 'preemptive generation ' + ('on' if p['preemptive_generation']
+                                                      else 'off'), component='preemptive')
 
         self.add_on_set_parameters_callback(self._check_params)
         self.add_post_set_parameters_callback(self._apply_params)
@@ -254,6 +310,9 @@ class BrainNode(Node):
                                  RELIABLE_QOS, callback_group=self._cb)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech_event,
                                  RELIABLE_QOS, callback_group=self._cb)
+        if p['preemptive_generation']:
+            self.create_subscription(Utterance, names.UTTERANCE, self._on_utterance,
+                                     RELIABLE_QOS, callback_group=self._cb)
         log.info(f'brain ready: backend {self.backend.name}'
                  + (f" ({p['base_url']}, model {p['model']})" if self.backend.name == 'openai'
                     else ''))
@@ -342,6 +401,7 @@ class BrainNode(Node):
         msg = Persona(name=persona.name, display_name=persona.display_name,
                       elevenlabs_voice_id=persona.elevenlabs_voice_id,
                       offline_voice=persona.offline_voice,
+                      piper_voice=persona.piper_voice,
                       offline_rate_wpm=float(persona.offline_rate_wpm),
                       eye_theme=persona.eye_theme,
                       eye_color=ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0))
@@ -350,26 +410,141 @@ class BrainNode(Node):
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_transcription(self, msg: Transcription) -> None:
-        if not msg.is_final:
-            return
-        text = msg.text.strip()
         key = (msg.conversation_id, msg.utterance_id)
-        if not text or key in self._seen:
+        if not msg.is_final:
+            self._on_partial(key, msg.text.strip(), to_sec(msg.audio_end))
             return
-        self._seen = (self._seen + [key])[-100:]
-        self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard: {text}')
+        decision = self.turns.admit(msg.conversation_id, msg.utterance_id, msg.text,
+                                    msg.is_final, to_sec(msg.header.stamp), now_sec(self))
+        if decision.text is None:
+            if msg.is_final and decision.reason.startswith(('stale', 'duplicate')):
+                self.get_logger().info(f'{log_prefix(msg.conversation_id)}ignored: '
+                                       f'{decision.reason}')
+            return
+        text = decision.text
+        if decision.truncated:
+            self.get_logger().warning(f'{log_prefix(msg.conversation_id)}transcription cut to '
+                                      f'{len(text)} characters')
+        verdict = self.preemptor.final(key, text, now_sec(self))
+        if self._droid_speaking and not confirms_barge_in(text, self.p['barge_in_min_words']):
+            # The tts forgave it and resumes (same rule): a backchannel, not a new turn.
+            self.worker.cancel_tentative('backchannel')
+            self.get_logger().info(f'{log_prefix(msg.conversation_id)}heard "{text}" over '
+                                   'the droid: not real words, no new turn')
+            return
+        prefix = log_prefix(msg.conversation_id)
+        if verdict == KEEP and self.worker.confirm(key):
+            self.get_logger().info(f'{prefix}heard: {text} (preemptive reply kept, started '
+                                   f'{self.preemptor.stats.saved_s[-1] * 1000.0:.0f} ms '
+                                   'earlier)')
+            self._preempt_diag()
+            return
+        if verdict == RESTART:
+            self.worker.cancel_tentative('the final transcription differs')
+            self.get_logger().info(f'{prefix}preemptive reply dropped: the final differs')
+        if verdict is not None:
+            self._preempt_diag()
         stamp = msg.header.stamp
         self.worker.submit(Turn(msg.conversation_id, msg.utterance_id, text,
                                 input_stamp=to_sec(stamp),
                                 input_stamp_ns=stamp.sec * 1_000_000_000 + stamp.nanosec))
+        self.get_logger().info(f'{prefix}heard: {text}')      # after: the turn is under way
+
+    # -- preemptive generation ------------------------------------------------------------
+    def _can_preempt(self) -> bool:
+        """Only from a quiet state: the droid silent and no reply in the works."""
+        return not self._droid_speaking and not self.worker.busy()
+
+    def _on_partial(self, key: tuple, text: str, audio_end: float = 0.0) -> None:
+        if not self.preemptor.enabled or not text:
+            return
+        if self.preemptor.partial(key, text, now_sec(self), audio_end):
+            if self.worker.cancel_tentative('the partial transcription changed'):
+                self.get_logger().debug(f'{log_prefix(key[0])}preemptive reply dropped: '
+                                        'the words changed')
+        if self._can_preempt():
+            start = self.preemptor.due(now_sec(self))     # e.g. delivered after the end
+            if start is not None:
+                self._start_tentative(*start, why='end of turn, late partial')
+                return
+        with self._preempt_cond:
+            self._preempt_cond.notify_all()
+
+    def _on_utterance(self, msg: Utterance) -> None:
+        """The listener ended the utterance: the end of the turn is known (a tentative
+        reply starts if the latest partial covers the speech, up to ``audio_end``)."""
+        if msg.state == Utterance.CANCELLED:
+            self.preemptor.forget()
+            self.worker.cancel_tentative('utterance cancelled')
+        elif msg.state == Utterance.ENDED and self._can_preempt():
+            start = self.preemptor.end_of_turn((msg.conversation_id, msg.utterance_id),
+                                               now_sec(self), to_sec(msg.audio_end))
+            if start is not None:
+                self._start_tentative(*start, why='end of turn')
+            else:
+                self._preempt_diag()
+
+    def _preempt_loop(self) -> None:
+        """Starts a tentative turn when the latest partial has been stable long enough."""
+        max_wait = 0.01 if self.get_parameter('use_sim_time').value else 1.0
+        while True:
+            with self._preempt_cond:
+                if self._closing:
+                    return
+                nd = self.preemptor.next_due()
+                now = now_sec(self)
+                wait = max_wait if nd is None else min(max(nd - now, 0.0), max_wait)
+                if wait > 0.0:
+                    self._preempt_cond.wait(wait)
+                if self._closing:
+                    return
+            if self.preemptor.next_due() is not None and self._can_preempt():
+                start = self.preemptor.due(now_sec(self))
+                if start is not None:
+                    self._start_tentative(*start, why='stable partial')
+
+    def _start_tentative(self, key: tuple, text: str, why: str) -> None:
+        self.get_logger().info(f'{log_prefix(key[0])}preemptive reply ({why}): {text}')
+        self.worker.submit(Turn(key[0], key[1], text, input_stamp=now_sec(self),
+                                gate=ReplyGate()))
+
+    def _preempt_diag(self) -> None:
+        st = self.preemptor.stats.as_dict()
+        self.diag.set(OK, f"preemptive generation: hit rate {st['hit_rate']}",
+                      component='preemptive', **{k: str(v) for k, v in st.items()})
+
+    def remember_said(self, turn, index: int, text: str) -> None:
+        """The sentences published per turn (the last few turns), for :meth:`_on_speech_event`."""
+        key = (turn.conversation_id, turn.utterance_id)
+        with self._said_lock:
+            said = self._said.setdefault(key, {})
+            said[index] = text
+            while len(self._said) > 16:
+                self._said.pop(next(iter(self._said)))
 
     def _on_speech_event(self, msg: SpeechEvent) -> None:
+        if msg.event in (SPEECH['STARTED'], SPEECH['PAUSED'], SPEECH['RESUMED']):
+            self._droid_speaking = True
+        elif msg.event == SPEECH['INTERRUPTED'] or (msg.event == SPEECH['ENDED']
+                                                   and msg.last_in_reply):
+            self._droid_speaking = False
         if msg.event != SPEECH['INTERRUPTED'] or not msg.conversation_id:
             return
         if self.worker.cancel(msg.conversation_id, msg.utterance_id, 'barge-in'):
             self.get_logger().info(f'{log_prefix(msg.conversation_id)}barge-in: reply cancelled')
+        key = (msg.conversation_id, msg.utterance_id)
+        with self._said_lock:
+            said = dict(self._said.get(key) or {})
+        if not said:
+            return                     # not a reply of this brain (a Speak goal, another one)
+        heard = [said[i] for i in sorted(said) if i < msg.sentence_index] + [msg.heard]
+        heard_text = ' '.join(t for t in heard if t.strip())
+        self.memory.set_heard(key, heard_text)
+        self.get_logger().info(f'{log_prefix(msg.conversation_id)}the user heard: '
+                               f'"{heard_text}" [interrupted]')
 
     def _on_wake(self, msg: WakeWord) -> None:
+        self.worker.cancel_tentative('new conversation (wake word)')
         current = self.worker.current
         if current is not None and current.conversation_id != msg.conversation_id:
             self.worker.cancel(current.conversation_id, None, 'new conversation (wake word)')
@@ -410,8 +585,14 @@ class BrainNode(Node):
                 lambda e=e: e['event'].is_set() or turn.cancel.is_set(),
                 timeout=max(0.0, deadline - self.activity.now()), poll=0.02, what='tool result')
             if turn.cancel.is_set():
-                self._cancel_goals(entries)
-                return [x['result'] or ToolResult(False, error='cancelled') for x in entries]
+                # Cancelled with the reply, except the tools that must finish (they run
+                # on; their results are not waited for).
+                self._cancel_goals([x for x in entries
+                                    if not tools.must_finish(x['call'].name)])
+                return [x['result'] or ToolResult(
+                    False, error='continues after the interruption'
+                    if tools.must_finish(x['call'].name) else 'cancelled')
+                    for x in entries]
             if not done:
                 self._cancel_goals([e])
                 e['result'] = ToolResult(
@@ -461,6 +642,11 @@ class BrainNode(Node):
                     pass
 
     def close(self) -> None:
+        with self._preempt_cond:
+            self._closing = True
+            self._preempt_cond.notify_all()
+        if self._preempt_thread is not None:
+            self._preempt_thread.join(2.0)
         self.worker.close()
         self.backend.close()
 

@@ -15,6 +15,10 @@ Rules (all decisions depend only on the text, never on how it was split into pie
   initial (``J.``) or a dotted word (``U.S.``) does not end a sentence. ``3.5`` never
   splits (no whitespace after the dot).
 * A blank line (paragraph break) ends a sentence.
+* The first sentence of a stream may be cut short so that speech starts sooner: with
+  ``first_clause_chars`` > 0, it ends at the first clause boundary (``,`` ``;`` ``:`` or a
+  dash, followed by whitespace) once it has at least that many characters. Later
+  sentences are not affected.
 * A sentence with no stop that grows beyond ``max_chars`` is cut at the last clause
   boundary (``,`` ``;`` ``:`` or a dash, followed by whitespace) at or after ``min_chars``;
   failing that at the last whitespace; failing that (one giant word) at the next
@@ -54,13 +58,17 @@ def normalize(text: str) -> str:
 class SentenceChunker:
     """Incremental sentence splitter; see the module docstring for the rules."""
 
-    def __init__(self, max_chars: int = 200, min_chars: int = 20):
+    def __init__(self, max_chars: int = 200, min_chars: int = 20, first_clause_chars: int = 0):
         if max_chars < 2 or not 0 <= min_chars < max_chars:
             raise ValueError('need max_chars >= 2 and 0 <= min_chars < max_chars')
+        if first_clause_chars < 0:
+            raise ValueError('need first_clause_chars >= 0')
         self.max_chars = max_chars
         self.min_chars = min_chars
+        self.first_clause_chars = first_clause_chars
         self._buf = ''     # text not yet emitted
         self._pos = 0      # scan position in _buf (everything before it is decided)
+        self._emitted = 0  # sentences emitted since the start of the stream
 
     @property
     def pending(self) -> str:
@@ -70,6 +78,7 @@ class SentenceChunker:
     def reset(self) -> None:
         self._buf = ''
         self._pos = 0
+        self._emitted = 0
 
     def feed(self, text: str) -> list:
         """Add streamed text; return the sentences completed by it (maybe none)."""
@@ -92,6 +101,7 @@ class SentenceChunker:
         sentence = self._buf[:end].strip()
         if sentence:
             out.append(sentence)
+            self._emitted += 1
         self._buf = self._buf[end:]
         self._pos = 0
 
@@ -119,6 +129,16 @@ class SentenceChunker:
                     progressed = True
                     break
                 ch = buf[i]
+                if self.first_clause_chars and not self._emitted and \
+                        i + 1 - start >= self.first_clause_chars and self._clause_end(i):
+                    if i + 1 >= n:
+                        if not final:
+                            self._pos = i      # need the next character: a space?
+                            return out
+                    elif buf[i + 1].isspace():
+                        self._emit(out, i + 1)
+                        progressed = True
+                        break
                 if ch in TERMINATORS:
                     j = i
                     while j < n and buf[j] in TERMINATORS:
@@ -162,6 +182,14 @@ class SentenceChunker:
             if not progressed:
                 self._pos = i
                 return out
+
+    def _clause_end(self, i: int) -> bool:
+        """buf[i] ends a clause when followed by whitespace: , ; : or a dash (an em or en
+        dash, or a hyphen with a space before it)."""
+        ch = self._buf[i]
+        if ch in ',;:–—':
+            return True
+        return ch == '-' and i > 0 and self._buf[i - 1].isspace()
 
     def _is_boundary(self, start: int, i: int, j: int, nxt: str) -> bool:
         """Terminator run at buf[i:j] (closers included), followed by whitespace."""

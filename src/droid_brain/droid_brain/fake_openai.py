@@ -62,6 +62,16 @@ class Reply:
         return cls(events=events, **kw)
 
     @classmethod
+    def whole(cls, content: str | None = None, calls=()) -> Reply:
+        """A non-streamed answer (the JSON body of ``stream=false``)."""
+        return cls(body=json.dumps(completion(content, calls)))
+
+    @classmethod
+    def cut(cls, text: str, piece: int = 4, **kw) -> Reply:
+        """Stream ``text`` then close the connection: no finish reason, no ``[DONE]``."""
+        return cls(events=cls.text(text, piece).events[:-1], done=False, **kw)
+
+    @classmethod
     def gated(cls, before: str, gate: threading.Event, after: str = '', piece: int = 4,
               **kw) -> Reply:
         """Stream ``before``, hold until ``gate`` is set, then stream ``after``."""
@@ -86,6 +96,18 @@ class Reply:
         return cls(events=events, **kw)
 
 
+def completion(content: str | None = None, calls=()) -> dict:
+    """A whole (non-streamed) chat completion; ``calls``: (id, name, arguments_json)."""
+    msg = {'role': 'assistant', 'content': content}
+    if calls:
+        msg['tool_calls'] = [{'id': cid, 'type': 'function',
+                              'function': {'name': name, 'arguments': args}}
+                             for cid, name, args in calls]
+    return {'id': 'chatcmpl-fake', 'object': 'chat.completion', 'created': 0,
+            'model': 'fake', 'choices': [{'index': 0, 'message': msg,
+                                          'finish_reason': 'tool_calls' if calls else 'stop'}]}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = 'FakeOpenAI/1.0'
 
@@ -105,7 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._plain(404, json.dumps({'error': {'message': 'not found'}}))
             return
         reply = fake._next(body)
-        if reply.status != 200:
+        if reply.status != 200 or (reply.body and not reply.events):
             self._plain(reply.status, reply.body, reply.headers)
             return
         self.send_response(200)

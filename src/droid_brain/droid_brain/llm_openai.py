@@ -4,6 +4,15 @@ Works with api.openai.com and with local OpenAI-compatible servers (Ollama, vLLM
 llama.cpp server) through ``base_url``. The SDK's own retries are off (``max_retries=0``):
 the brain's :class:`droid_brain.retry.RetryPolicy` retries, so retries are bounded,
 visible in traces and cancellable. Errors never carry the key (:func:`redact`).
+
+A stream is trusted only when it ends the way a complete answer ends:
+
+* a stream that stops without any ``finish_reason`` (the connection was cut mid-answer)
+  raises :class:`LLMError` of kind ``truncated`` -- never a short reply;
+* a server that cannot stream tool calls (llama-cpp-python's server answers ``stream=true``
+  + ``tools`` + ``tool_choice=auto`` with an empty stream) is detected by an empty stream
+  while tools were offered: that round is asked again without streaming, and later rounds
+  with tools go straight to the non-streaming request (:attr:`OpenAIBackend.tools_stream`).
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class OpenAIBackend:
                                      timeout=request_timeout_s, max_retries=0)
         self._lock = threading.Lock()
         self._current = None
+        self.tools_stream = True          # False once the server sent an empty tool stream
+        self.notes: list = []             # one-off findings about the server (diagnostics)
 
     def close(self) -> None:
         self.abort()
@@ -81,18 +92,25 @@ class OpenAIBackend:
         return LLMError(redact(f'malformed stream: {type(exc).__name__}: {exc}'), True,
                         kind='malformed')
 
+    def _create(self, **kwargs):
+        try:
+            return self._client.chat.completions.create(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise self._error(exc) from None
+
     def stream(self, messages: list, tools: list, cancel: threading.Event):
         """Yield :class:`Delta` s; raise :class:`LLMError` on failure."""
-        kwargs = dict(model=self.model, messages=messages, stream=True,
+        kwargs = dict(model=self.model, messages=messages,
                       temperature=self.temperature, max_tokens=self.max_tokens)
         if tools:
             kwargs['tools'] = tools
-        try:
-            stream = self._client.chat.completions.create(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - classified below
-            raise self._error(exc) from None
+            if not self.tools_stream:
+                yield from self._complete(kwargs, cancel)
+                return
+        stream = self._create(stream=True, **kwargs)
         with self._lock:
             self._current = stream
+        seen = StreamCheck()
         try:
             if cancel.is_set():
                 return
@@ -101,7 +119,7 @@ class OpenAIBackend:
                 try:
                     chunk = next(iterator)
                 except StopIteration:
-                    return
+                    break
                 except Exception as exc:  # noqa: BLE001 - bad JSON, dropped connection ...
                     if cancel.is_set():
                         return
@@ -110,6 +128,7 @@ class OpenAIBackend:
                     return
                 delta = to_delta(chunk)
                 if delta is not None:
+                    seen.add(delta)
                     yield delta
         finally:
             with self._lock:
@@ -118,6 +137,61 @@ class OpenAIBackend:
                 stream.close()
             except Exception:  # noqa: BLE001
                 pass
+        if cancel.is_set():
+            return
+        if tools and seen.empty:
+            # llama.cpp-style server: tools cannot be streamed. Ask this round again
+            # without streaming, and do so directly from now on.
+            self.tools_stream = False
+            self.notes.append('server sent an empty stream for a request with tools: '
+                              'tool rounds now use non-streaming requests')
+            yield from self._complete(kwargs, cancel)
+            return
+        if not seen.finished:
+            raise LLMError('stream ended without a finish reason (connection cut '
+                           'mid-answer?)', True, kind='truncated')
+
+    def _complete(self, kwargs: dict, cancel: threading.Event):
+        """One non-streaming request, replayed as deltas."""
+        completion = self._create(stream=False, **kwargs)
+        if cancel.is_set():
+            return
+        for delta in completion_deltas(completion):
+            yield delta
+
+
+class StreamCheck:
+    """What a stream carried: anything at all, and a finish reason."""
+
+    def __init__(self):
+        self.empty = True
+        self.finished = False
+
+    def add(self, delta: Delta) -> None:
+        if delta.content or delta.tool_calls:
+            self.empty = False
+        if delta.finish_reason:
+            self.finished = True
+
+
+def completion_deltas(completion) -> list:
+    """A non-streamed ChatCompletion -> the deltas a stream would have carried."""
+    choices = getattr(completion, 'choices', None) or []
+    if not choices:
+        raise LLMError('malformed completion: no choices', True, kind='malformed')
+    choice = choices[0]
+    msg = getattr(choice, 'message', None)
+    out = Delta(finish_reason=getattr(choice, 'finish_reason', None) or 'stop')
+    if msg is not None:
+        content = getattr(msg, 'content', None)
+        out.content = content if isinstance(content, str) else None
+        for n, tc in enumerate(getattr(msg, 'tool_calls', None) or []):
+            fn = getattr(tc, 'function', None)
+            out.tool_calls.append(ToolDelta(
+                index=n, id=getattr(tc, 'id', None),
+                name=getattr(fn, 'name', None) if fn is not None else None,
+                arguments=getattr(fn, 'arguments', None) if fn is not None else None))
+    return [out]
 
 
 def to_delta(chunk) -> Delta | None:

@@ -30,6 +30,7 @@ import logging
 import math
 import threading
 
+INTERRUPTED_MARK = '[interrupted]'
 PER_MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
 CHARS_PER_TOKEN = 4
@@ -110,6 +111,8 @@ class SessionMemory:
         self.counter = counter or TokenCounter()
         self._system = system_prompt
         self._exchanges: list = []
+        self._keys: list = []             # the turn key of each exchange (or None)
+        self._heard: dict = {}            # turn key -> heard text, for a turn not stored yet
         self._lock = threading.Lock()
 
     # -- state ----------------------------------------------------------------------
@@ -124,6 +127,8 @@ class SessionMemory:
     def clear(self) -> None:
         with self._lock:
             self._exchanges.clear()
+            self._keys.clear()
+            self._heard.clear()
 
     @property
     def exchanges(self) -> list:
@@ -143,19 +148,39 @@ class SessionMemory:
         return self.counter.messages(self.messages())
 
     # -- updates --------------------------------------------------------------------
-    def add_exchange(self, messages) -> list:
+    def add_exchange(self, messages, key=None) -> list:
         """Store one finished turn (starting with its user message), then trim.
 
         Unanswered tool calls are completed with a "cancelled" tool result so the stored
-        history is always valid for the API. Returns the exchanges dropped by trimming.
+        history is always valid for the API. ``key`` (e.g. ``(conversation_id,
+        utterance_id)``) lets :meth:`set_heard` amend the turn later. Returns the exchanges
+        dropped by trimming.
         """
         messages = [dict(m) for m in messages]
         if not messages or messages[0].get('role') != 'user':
             raise ValueError('an exchange starts with a user message')
         messages = complete_tool_results(messages)
         with self._lock:
+            heard = self._heard.pop(key, None) if key is not None else None
+            if heard is not None:
+                messages = only_heard(messages, heard)
             self._exchanges.append(messages)
+            self._keys.append(key)
         return self.trim()
+
+    def set_heard(self, key, heard: str) -> bool:
+        """The user heard only ``heard`` of the reply of turn ``key`` (a barge-in): the
+        stored reply becomes that text, marked interrupted. If the turn is not stored yet
+        (its worker is still finishing), the amendment waits for it. True if applied now."""
+        with self._lock:
+            for i in range(len(self._keys) - 1, -1, -1):
+                if self._keys[i] == key:
+                    self._exchanges[i] = only_heard(self._exchanges[i], heard)
+                    return True
+            self._heard[key] = heard
+            while len(self._heard) > 16:
+                self._heard.pop(next(iter(self._heard)))
+            return False
 
     def trim(self) -> list:
         """Drop the oldest whole exchanges until the context fits the budget."""
@@ -168,7 +193,36 @@ class SessionMemory:
                 if self.counter.messages(msgs) <= self.token_budget:
                     break
                 dropped.append(self._exchanges.pop(0))
+                self._keys.pop(0)
         return dropped
+
+
+def interrupted_reply(spoken: str) -> str:
+    """The assistant text stored for a reply that did not finish.
+
+    Only what was said is kept, followed by :data:`INTERRUPTED_MARK` so the model sees the
+    reply stopped there and does not assume the rest was said.
+    """
+    spoken = (spoken or '').strip()
+    return f'{spoken} {INTERRUPTED_MARK}' if spoken else INTERRUPTED_MARK
+
+
+def only_heard(messages: list, heard: str) -> list:
+    """An exchange whose assistant text is replaced by what the user heard (+ the mark).
+
+    Tool calls and their results stay (they happened); their assistant messages lose their
+    text; the text replies are dropped and one assistant message with
+    :func:`interrupted_reply` of ``heard`` ends the exchange.
+    """
+    out = []
+    for m in messages:
+        if m.get('role') == 'assistant':
+            if m.get('tool_calls'):
+                out.append(dict(m, content=None))
+            continue
+        out.append(m)
+    out.append({'role': 'assistant', 'content': interrupted_reply(heard)})
+    return out
 
 
 def complete_tool_results(messages: list) -> list:

@@ -91,7 +91,8 @@ class ModeManagerNode(Node):
             self._publish(change)
 
     def _on_speech(self, msg) -> None:
-        self.machine.speech(msg.event == SPEECH['STARTED'], now_sec(self))
+        # RESUMED speaks again; PAUSED holds the voice while the user talks.
+        self.machine.speech(msg.event in (SPEECH['STARTED'], SPEECH['RESUMED']), now_sec(self))
 
     def _on_params(self, params):
         from rcl_interfaces.msg import SetParametersResult

@@ -8,10 +8,13 @@
   timeout does not run.
 * ``tick()``: after ``timeout`` seconds without activity, a wake-word INTERACTIVE returns
   to the mode it came from (reason "interactive timeout"). ``timeout`` 0 = never.
+* Time that is not finite is ignored (the input still counts, at the last good time); a
+  clock that goes back (``/clock`` restarted by a replay) restarts the timeout from there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from droid_common.contract import constants
@@ -29,16 +32,36 @@ class ModeChange:
     stamp: float
 
 
+def _mode(value) -> int | None:
+    """A valid SystemMode constant as an int, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        mode = int(value)
+    except (ValueError, OverflowError):
+        return None
+    return mode if mode == value and mode in _NAMES else None
+
+
 class ModeMachine:
     def __init__(self, initial: int, timeout: float, now: float):
-        if initial not in _NAMES:
+        mode = _mode(initial)
+        if mode is None:
             raise ValueError(f'unknown mode {initial}')
-        self.mode = initial
+        self.mode = mode
         self.timeout = float(timeout)
         self.return_mode: int | None = None     # set while in a wake-word INTERACTIVE
-        self.last_activity = now
+        self.last_activity = now if math.isfinite(now) else 0.0
         self.speaking = False
-        self.last_change = ModeChange(initial, initial, 'startup', now)
+        self.last_change = ModeChange(mode, mode, 'startup', self.last_activity)
+
+    def _time(self, now) -> float:
+        """``now``, or the last good time when it is not a finite number."""
+        try:
+            now = float(now)
+        except (TypeError, ValueError):
+            return self.last_activity
+        return now if math.isfinite(now) else self.last_activity
 
     @staticmethod
     def name(mode: int) -> str:
@@ -57,10 +80,13 @@ class ModeMachine:
 
     def set(self, mode: int, reason: str, now: float) -> tuple:
         """Returns ``(change or None, error message or '')``."""
-        if mode not in _NAMES:
-            return None, (f'invalid mode {mode}; valid: ' +
+        valid = _mode(mode)
+        if valid is None:
+            shown = repr(mode) if len(repr(mode)) <= 40 else repr(mode)[:37] + '...'
+            return None, (f'invalid mode {shown}; valid: ' +
                           ', '.join(f'{v}={k}' for k, v in sorted(MODES.items(),
                                                                     key=lambda kv: kv[1])))
+        mode, now = valid, self._time(now)
         self.return_mode = None
         if mode == self.mode:
             self.last_activity = now
@@ -68,6 +94,7 @@ class ModeMachine:
         return self._change(mode, reason, now), ''
 
     def wake(self, now: float):
+        now = self._time(now)
         self.last_activity = now
         if self.mode == MODES['sleep']:
             return None
@@ -77,15 +104,18 @@ class ModeMachine:
         return self._change(MODES['interactive'], 'wake word', now)
 
     def activity(self, now: float) -> None:
-        self.last_activity = now
+        self.last_activity = self._time(now)
 
     def speech(self, speaking: bool, now: float) -> None:
-        self.speaking = speaking
-        self.last_activity = now
+        self.speaking = bool(speaking)
+        self.last_activity = self._time(now)
 
     def tick(self, now: float):
+        now = self._time(now)
+        if now < self.last_activity:
+            self.last_activity = now        # the clock went back: count from here
         if (self.mode != MODES['interactive'] or self.return_mode is None or
-                self.timeout <= 0):
+                not self.timeout > 0):
             return None
         if self.speaking and now - self.last_activity < SPEAKING_MAX_S:
             return None     # a STARTED without its ENDED counts for SPEAKING_MAX_S at most

@@ -12,10 +12,12 @@ Persona file (YAML, one per persona, ``<persona_dir>/<name>.yaml``)::
     system_prompt: ...
     elevenlabs_voice_id: ''        # '' = backend default
     offline_voice: en-us+m3        # espeak-ng voice
+    piper_voice: joe-us            # Piper voice: packaged name or path of a .onnx voice
     offline_rate_wpm: 185
     eye_theme: cantina             # a key of the eyes node's themes
     eye_color: '#ff8000'           # name, hex or [r, g, b] in [0, 1]
     fallback_line: ...             # spoken when the LLM cannot be reached
+    filler_line: ...               # spoken when a tool keeps the user waiting
 
 User state file (YAML, written by the brain, atomically: temp file + ``os.replace``)::
 
@@ -46,10 +48,12 @@ DEFAULTS = {
                       'spoken-style sentences. Use your tools when asked to act.'),
     'elevenlabs_voice_id': '',
     'offline_voice': 'en-us',
+    'piper_voice': '',
     'offline_rate_wpm': 175.0,
     'eye_theme': '',
     'eye_color': 'white',
     'fallback_line': "Sorry, my thinking circuits are offline. Please try again in a moment.",
+    'filler_line': 'One moment.',
 }
 OVERRIDABLE = frozenset(DEFAULTS) - {'system_prompt', 'display_name'}
 BUILTIN_NAME = 'default'
@@ -72,10 +76,12 @@ class Overrides(BaseModel):
     model_config = ConfigDict(extra='forbid')
     elevenlabs_voice_id: str | None = None
     offline_voice: str | None = None
+    piper_voice: str | None = None
     offline_rate_wpm: float | None = Field(default=None, gt=0, le=1000)
     eye_theme: str | None = None
     eye_color: str | list | None = None
     fallback_line: str | None = Field(default=None, min_length=1)
+    filler_line: str | None = Field(default=None, min_length=1)
 
     @field_validator('eye_color')
     @classmethod
@@ -108,6 +114,8 @@ class Persona:
     eye_theme: str
     eye_color: tuple
     fallback_line: str
+    filler_line: str = DEFAULTS['filler_line']
+    piper_voice: str = ''
     source: str = ''          # the file it came from ('' = built-in)
 
 
@@ -171,6 +179,8 @@ def resolve(fields: dict | None, overrides: dict | None = None) -> Persona:
         eye_theme=merged['eye_theme'],
         eye_color=parse_colour(merged['eye_color']),
         fallback_line=merged['fallback_line'],
+        filler_line=merged['filler_line'],
+        piper_voice=merged['piper_voice'],
         source=merged.get('source', ''),
     )
 
@@ -334,6 +344,10 @@ def default_persona_dir() -> Path:
         return src
 
 
-def default_state_file() -> Path:
+def default_state_file(namespace: str = '') -> Path:
+    """``$XDG_CONFIG_HOME/droid/brain_state.yaml`` for a droid without a namespace, and
+    ``$XDG_CONFIG_HOME/droid/<namespace>/brain_state.yaml`` for one in a namespace, so that
+    the brains of a fleet on one mind host each keep their own persona choice."""
     base = os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config')
-    return Path(base) / 'droid' / 'brain_state.yaml'
+    parts = [p for p in namespace.split('/') if p]
+    return Path(base, 'droid', *parts, 'brain_state.yaml')

@@ -39,21 +39,31 @@ class ToolSpec:
     model: type
     description: str
     long_running: bool = False
+    must_finish: bool = False     # a barge-in lets it complete instead of cancelling it
 
 
 REGISTRY: dict = {}
 
 
-def tool(name: str, long_running: bool = False):
-    """Class decorator: register a pydantic argument model as the tool ``name``."""
+def tool(name: str, long_running: bool = False, must_finish: bool = False):
+    """Class decorator: register a pydantic argument model as the tool ``name``.
+
+    ``must_finish``: the user interrupting the reply does not cancel this tool (the music
+    keeps starting, the eyes still change); tools without it are cancelled with the reply.
+    """
     def register(model):
         doc = ' '.join((model.__doc__ or '').split())
-        REGISTRY[name] = ToolSpec(name, model, doc, long_running)
+        REGISTRY[name] = ToolSpec(name, model, doc, long_running, must_finish)
         return model
     return register
 
 
-@tool('play_music', long_running=True)
+def must_finish(name: str) -> bool:
+    spec = REGISTRY.get(name)
+    return bool(spec and spec.must_finish)
+
+
+@tool('play_music', long_running=True, must_finish=True)
 class PlayMusic(_Args):
     """Play music from the droid's local music library. Returns the track that started."""
 
@@ -61,19 +71,19 @@ class PlayMusic(_Args):
                        description='What to play, matched against track titles, e.g. "cantina".')
 
 
-@tool('stop_music')
+@tool('stop_music', must_finish=True)
 class StopMusic(_Args):
     """Stop the music that is playing."""
 
 
-@tool('set_volume')
+@tool('set_volume', must_finish=True)
 class SetVolume(_Args):
     """Set the music volume."""
 
     level: float = Field(ge=0.0, le=1.0, description='Volume from 0.0 (silent) to 1.0 (full).')
 
 
-@tool('set_eyes')
+@tool('set_eyes', must_finish=True)
 class SetEyes(_Args):
     """Change the droid's eye LEDs: an animation pattern and a colour."""
 
@@ -95,14 +105,14 @@ class SetEyes(_Args):
         return parse_colour(self.colour)
 
 
-@tool('set_mode')
+@tool('set_mode', must_finish=True)
 class SetMode(_Args):
     """Change the droid's system mode (sleep, idle, ambient music, interactive)."""
 
     mode: Literal[tuple(MODES)] = Field(description='The new mode.')
 
 
-@tool('set_persona')
+@tool('set_persona', must_finish=True)
 class SetPersona(_Args):
     """Switch the droid's persona (its personality, voice and eye colours)."""
 
@@ -169,6 +179,8 @@ def parse_arguments(arguments_json: str) -> dict:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ToolError(f'arguments are not valid JSON: {exc.msg} at position {exc.pos}') from None
+    except (RecursionError, ValueError) as exc:     # nested too deeply, huge numbers, ...
+        raise ToolError(f'arguments are not usable JSON ({type(exc).__name__})') from None
     if not isinstance(value, dict):
         raise ToolError(f'arguments must be a JSON object, got {type(value).__name__}')
     return value
@@ -176,9 +188,10 @@ def parse_arguments(arguments_json: str) -> dict:
 
 def validate(name: str, arguments_json: str):
     """Validate a tool call; return the argument model instance or raise ToolError."""
-    spec = REGISTRY.get(name)
+    spec = REGISTRY.get(name) if isinstance(name, str) else None
     if spec is None:
-        raise ToolError(f'unknown tool {name!r}; available tools: {", ".join(REGISTRY)}')
+        shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + '...'
+        raise ToolError(f'unknown tool {shown}; available tools: {", ".join(REGISTRY)}')
     args = parse_arguments(arguments_json)
     try:
         return spec.model.model_validate(args)

@@ -118,3 +118,43 @@ def test_property_long_text_without_stops_respects_max_chars(words, max_chars):
     assert normalize(' '.join(out)) == normalize(text)
     # Words are at most 12 chars, so a cut at whitespace is always possible.
     assert all(len(s) <= max_chars for s in out)
+
+
+# -- the first sentence cut at a clause, so speech starts sooner ---------------------------
+LONG = ('Well, my friend, the cantina band plays every single night from eight until late, '
+        'and the drinks are cheap. Come by later, okay?')
+
+
+def test_first_long_sentence_is_cut_at_the_first_clause_after_the_threshold():
+    out = run(LONG, first_clause_chars=60)
+    assert out == ['Well, my friend, the cantina band plays every single night from eight '
+                   'until late,', 'and the drinks are cheap.', 'Come by later, okay?']
+    assert run(LONG) == run(LONG, first_clause_chars=0) == [
+        LONG.split(' Come')[0], 'Come by later, okay?']
+
+
+def test_only_the_first_sentence_is_cut_and_numbers_never_are():
+    text = 'One thing, 1,000 times over. Then, later on, another thing, and more.'
+    assert run(text, first_clause_chars=5) == ['One thing,', '1,000 times over.',
+                                              'Then, later on, another thing, and more.']
+    short = 'Hello, friend. How are you?'
+    assert run(short, first_clause_chars=60) == ['Hello, friend.', 'How are you?']
+
+
+def test_first_clause_waits_for_the_space_after_the_comma():
+    c = SentenceChunker(first_clause_chars=10)
+    assert c.feed('Twelve chars,') == []             # "1,000" or ", ": not known yet
+    assert c.feed('000 and on') == []
+    assert c.feed(', more') == ['Twelve chars,000 and on,']
+    assert c.flush() == ['more']
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=texts, cuts=st.lists(st.integers(0, 400), max_size=12),
+       first=st.integers(0, 60))
+def test_property_first_clause_cut_keeps_text_and_split_invariance(text, cuts, first):
+    whole = run(text, [text], first_clause_chars=first)
+    bounds = sorted({c for c in cuts if c < len(text)} | {0, len(text)})
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert run(text, pieces, first_clause_chars=first) == whole
+    assert normalize(' '.join(whole)) == normalize(text)

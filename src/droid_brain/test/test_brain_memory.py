@@ -118,3 +118,28 @@ def test_pending_messages_follow_history_and_set_system_prompt():
     msgs = mem.messages([{'role': 'user', 'content': 'now'}])
     assert msgs[0]['content'] == 'new' and msgs[-1]['content'] == 'now'
     assert len(msgs) == 4
+
+
+def test_heard_amends_the_stored_reply_whenever_it_arrives():
+    from droid_brain.memory import SessionMemory
+    tool_round = [{'role': 'user', 'content': 'play it'},
+                  {'role': 'assistant', 'content': 'Sure.', 'tool_calls': [
+                      {'id': 't', 'type': 'function',
+                       'function': {'name': 'play_music', 'arguments': '{}'}}]},
+                  {'role': 'tool', 'tool_call_id': 't', 'content': '{"ok": true}'},
+                  {'role': 'assistant', 'content': 'Now playing. It is a classic song.'}]
+    mem = SessionMemory('sys')
+    mem.add_exchange(tool_round, key=('c', 1))
+    assert mem.set_heard(('c', 1), 'Sure. Now playing. It is')        # after: applied now
+    (ex,) = mem.exchanges
+    assert ex[1]['content'] is None and ex[1]['tool_calls']           # the call happened
+    assert ex[2]['role'] == 'tool'
+    assert ex[-1] == {'role': 'assistant', 'content': 'Sure. Now playing. It is [interrupted]'}
+    # before the turn is stored (its worker still finishing): kept, applied on store
+    assert not mem.set_heard(('c', 2), 'Hello')
+    mem.add_exchange([{'role': 'user', 'content': 'hi'},
+                      {'role': 'assistant', 'content': 'Hello there friend.'}], key=('c', 2))
+    assert mem.exchanges[-1][-1] == {'role': 'assistant', 'content': 'Hello [interrupted]'}
+    mem.add_exchange([{'role': 'user', 'content': 'x'},
+                      {'role': 'assistant', 'content': 'Y.'}], key=('c', 3))
+    assert mem.exchanges[-1][-1]['content'] == 'Y.'                   # others untouched

@@ -82,7 +82,8 @@ def test_set_eyes_only_when_asked():
 def run_engine(text, runner):
     b = MockBackend(MockScript.load(SCRIPT), StepClock(), 0.0, 0.0)
     sink = RecordingSink()
-    eng = Engine(b, SessionMemory('sys'), sink, runner, TOOLS, clock=StepClock())
+    eng = Engine(b, SessionMemory('sys'), sink, runner, TOOLS, clock=StepClock(),
+                 filler_after_s=0)   # the step clock makes every wait instant
     return eng.run_turn(Turn('c', 1, text)), b
 
 

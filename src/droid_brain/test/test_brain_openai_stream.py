@@ -142,7 +142,8 @@ def test_cancel_mid_stream(server):
     (end,) = sink.of('end')
     assert end[4] is True                              # interrupted marker
     assert sink.of('trace')[-1][3:] == ('REPLY_DONE', 'interrupted: barge-in')
-    assert memory.messages()[-1] == {'role': 'assistant', 'content': 'First sentence here.'}
+    assert memory.messages()[-1] == {'role': 'assistant',
+                                     'content': 'First sentence here. [interrupted]'}
 
 
 @pytest.mark.parametrize('status', [500, 503])
@@ -276,3 +277,99 @@ def test_official_url_detection():
     assert is_official_openai('https://api.openai.com/v1')
     assert is_official_openai('')
     assert not is_official_openai('http://127.0.0.1:11434/v1')
+
+
+# -- a stream the brain can trust ------------------------------------------------------
+
+def test_cut_stream_before_any_sentence_is_retried_not_spoken(server):
+    server.push(Reply.cut('Hello, the answer is', piece=3), Reply.text('Recovered fine.'))
+    eng, sink, memory, _ = make(server, retries=2)
+    out = eng.run_turn(Turn('c', 1, 'hello'))
+    assert len(server.requests) == 2
+    assert out.sentences == ['Recovered fine.'] and not out.interrupted and not out.fallback
+    assert any('truncated' in m for m in statuses(sink, 'warn'))
+    assert memory.exchanges[-1][-1] == {'role': 'assistant', 'content': 'Recovered fine.'}
+
+
+def test_cut_stream_after_a_sentence_keeps_only_what_was_said(server):
+    server.push(Reply.cut('I started talking. And then the', piece=4), Reply.text('Sure.'))
+    eng, sink, memory, _ = make(server, retries=2)
+    out = eng.run_turn(Turn('c', 1, 'hello'))
+    assert len(server.requests) == 1                  # a retry would repeat what was said
+    assert out.sentences == ['I started talking.'] and out.interrupted and not out.fallback
+    assert [e[3] for e in sink.of('end')] == [True]   # the end marker says interrupted
+    assert any('truncated' in m for m in statuses(sink, 'warn'))
+    # The next request shows the model only what was said, marked as interrupted.
+    eng.run_turn(Turn('c', 2, 'go on'))
+    sent = server.requests[-1]['messages']
+    assert sent[-2] == {'role': 'assistant', 'content': 'I started talking. [interrupted]'}
+    assert 'And then' not in json.dumps(sent)
+
+
+def test_cut_streams_until_retries_run_out_give_the_fallback_line(server):
+    server.push(*[Reply.cut('Half a sen', piece=2)] * 3)
+    eng, sink, _, _ = make(server, retries=2)
+    out = eng.run_turn(Turn('c', 1, 'hello'))
+    assert len(server.requests) == 3
+    assert out.fallback and out.sentences == [PERSONA.fallback_line]
+
+
+def test_server_that_cannot_stream_tool_calls_is_asked_without_streaming(server):
+    """llama-cpp-python's server answers stream + tools + tool_choice=auto with nothing."""
+    def llama_cpp(body):
+        if body.get('stream') and body.get('tools'):
+            return Reply(events=[])                                   # the empty stream
+        if not body.get('stream'):
+            if body['messages'][-1]['role'] == 'tool':
+                return Reply.whole('The music is on.')
+            return Reply.whole(None, [('call_7', 'play_music', '{"query": "cantina"}')])
+        return Reply.text('Streamed without tools.')
+
+    server.responder = llama_cpp
+    eng, sink, memory, calls = make(server)
+    out = eng.run_turn(Turn('c', 1, 'play the cantina song'))
+    assert [[c.name for c in r] for r in calls] == [['play_music']]
+    assert json.loads(calls[0][0].arguments) == {'query': 'cantina'}
+    assert out.sentences == ['The music is on.'] and not out.interrupted
+    # round 1: stream (empty) then the same round without streaming; round 2 goes
+    # straight to the non-streaming request.
+    assert [bool(r.get('stream')) for r in server.requests] == [True, False, False]
+    assert any('not streamed' in m for m in statuses(sink, 'ok'))
+    out = eng.run_turn(Turn('c', 2, 'thanks'))
+    assert [bool(r.get('stream')) for r in server.requests][3:] == [False, False]
+
+
+# -- no dead air while a tool runs -------------------------------------------------------
+
+FILLER_PERSONA = SimpleNamespace(name='rex', fallback_line='Signal lost.',
+                                 filler_line='Hang on, spinning that up!')
+
+
+def slow_runner(seconds):
+    def run(turn, reqs):
+        time.sleep(seconds)
+        return [ToolResult(True, json.dumps({'ran': r.name})) for r in reqs]
+    return run
+
+
+@pytest.mark.parametrize('tool_s, fillers', [(0.6, 1), (0.0, 0)])
+def test_slow_tool_gets_one_filler_line_fast_tool_none(server, tool_s, fillers):
+    server.push(Reply.tools([('c1', 'play_music', '{"query": "cantina"}')]),
+                Reply.text('Here it is.'))
+    eng, sink, memory, _ = make(server, runner=slow_runner(tool_s))
+    eng.persona, eng.filler_after_s = FILLER_PERSONA, 0.2
+    out = eng.run_turn(Turn('c', 1, 'play the cantina song'))
+    assert out.sentences == ['Hang on, spinning that up!'] * fillers + ['Here it is.']
+    filler_traces = [e for e in sink.of('trace') if e[3] == 'FILLER']
+    assert len(filler_traces) == fillers
+    if fillers:   # said while the tool ran: before its result, after its goal
+        stages = [e[3] for e in sink.of('trace')]
+        assert stages.index('TOOL_GOAL') < stages.index('FILLER') < stages.index('TOOL_RESULT')
+
+
+def test_filler_does_not_hide_a_failed_model_behind_it(server):
+    server.push(Reply.tools([('c1', 'get_time', '{}')]), Reply.error(401))
+    eng, sink, memory, _ = make(server, runner=slow_runner(0.5))
+    eng.persona, eng.filler_after_s = FILLER_PERSONA, 0.1
+    out = eng.run_turn(Turn('c', 1, 'time?'))
+    assert out.sentences == ['Hang on, spinning that up!', 'Signal lost.'] and out.fallback

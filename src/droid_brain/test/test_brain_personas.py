@@ -136,3 +136,23 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_user_state_missing_is_not_an_error(tmp_path):
     s = UserState.load(tmp_path / 'nope.yaml')
     assert s.error == '' and not s.exists and s.writable
+
+
+def test_default_state_file_is_per_namespace(tmp_path, monkeypatch):
+    """A mind host serving a fleet keeps one persona choice per droid namespace."""
+    from droid_brain.personas import default_state_file
+    monkeypatch.setenv('XDG_CONFIG_HOME', str(tmp_path))
+    root = default_state_file()
+    assert root == default_state_file('/') == tmp_path / 'droid' / 'brain_state.yaml'
+    r3x, tars = default_state_file('/r3x'), default_state_file('/fleet/tars')
+    assert r3x == tmp_path / 'droid' / 'r3x' / 'brain_state.yaml'
+    assert tars == tmp_path / 'droid' / 'fleet' / 'tars' / 'brain_state.yaml'
+    # Switching one droid's persona leaves the other's choice alone.
+    d = tmp_path / 'personas'
+    d.mkdir()
+    for n in ('rex', 'tars'):
+        (d / f'{n}.yaml').write_text(f'name: {n}\nsystem_prompt: I am {n}.\n')
+    PersonaStore(d, r3x, 'rex').switch('tars')
+    assert PersonaStore(d, r3x, 'rex').startup()[0].name == 'tars'
+    assert PersonaStore(d, default_state_file('/fleet/tars'), 'rex').startup()[0].name == 'rex'
+    assert PersonaStore(d, root, 'rex').startup()[0].name == 'rex'

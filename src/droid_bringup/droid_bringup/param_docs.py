@@ -2,6 +2,7 @@
 calls (plain Python, ast only).
 
     python3 -m droid_bringup.param_docs > /tmp/params.md
+    python3 -m droid_bringup.param_docs --readme README.md    # rewrite the README's tables
 
 The README's parameter tables are this output; a test keeps them in sync.
 """
@@ -23,11 +24,13 @@ NODES = {
     'brain': ['droid_brain/droid_brain/brain_node.py'],
     'tool_executor': ['droid_brain/droid_brain/tool_executor_node.py'],
     'mode_manager': ['droid_brain/droid_brain/mode_manager_node.py'],
+    'mind_monitor': ['droid_brain/droid_brain/mind_monitor_node.py'],
     'tts': ['droid_voice/droid_voice/tts_node.py'],
     'music': ['droid_voice/droid_voice/music_node.py'],
     'eyes': ['droid_eyes/droid_eyes/eyes_node.py', 'droid_eyes/droid_eyes/eyes_common.py'],
     'eyes (mock)': ['droid_eyes/droid_eyes/mock_eyes_node.py',
                     'droid_eyes/droid_eyes/eyes_common.py'],
+    'web_bridge': ['droid_bringup/droid_bringup/web_bridge_node.py'],
 }
 
 
@@ -83,9 +86,25 @@ def table(node: str) -> str:
     return '\n'.join(['| parameter | default | meaning |', '|---|---|---|'] + rows)
 
 
-def markdown() -> str:
-    return '\n\n'.join(f'#### {node}\n\n{table(node)}' for node in NODES) + '\n'
+def markdown(level: int = 4) -> str:
+    return '\n\n'.join(f'{"#" * level} {node}\n\n{table(node)}' for node in NODES) + '\n'
+
+
+def update_readme(path) -> bool:
+    """Replace the README's tables (from the first node heading under ``## Parameters`` to
+    the next ``## `` section) with the current ones. True if the file changed."""
+    path = Path(path)
+    text = path.read_text()
+    start = text.index(f'### {next(iter(NODES))}\n', text.index('## Parameters'))
+    end = text.index('\n## ', start) + 1
+    new = text[:start] + markdown(level=3) + '\n' + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
 
 
 if __name__ == '__main__':
-    sys.stdout.write(markdown())
+    if sys.argv[1:2] == ['--readme']:
+        print('updated' if update_readme(sys.argv[2]) else 'up to date')
+    else:
+        sys.stdout.write(markdown())

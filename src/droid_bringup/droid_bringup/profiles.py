@@ -7,20 +7,35 @@ without ROS.
 Parameters are layered: the profile's YAML file (``config/<profile>.yaml``), then the
 user's ``params_file`` (only what it overrides), then the per-part launch overrides
 (``stt:=``, ``llm:=``, ``tts:=``, ``eyes_port:=``).
+
+``dashboard:=true|false`` adds the web dashboard (:func:`dashboard_specs`; on by default in
+the mock profile only); its ``web_bridge`` parameters come from the ``params_file``.
+``role`` splits the droid across hosts (README "Many machines"): ``body`` runs the parts
+that touch the room (microphone, listener, mode manager, tts, music, eyes) plus the
+``mind_monitor`` that watches the link to the mind; ``mind`` runs the heavy parts (stt,
+brain, tool executor); ``all`` (the default) runs everything on one host. Every other
+argument composes with it: per-part overrides and ``disable`` of parts another host runs
+are simply not needed here.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from droid_bringup.web_protocol import is_loopback
+
 PROFILES = ('real', 'mock')
 STT_BACKENDS = ('whisper', 'mock')
 LLM_BACKENDS = ('openai', 'mock')
 TTS_BACKENDS = ('elevenlabs', 'espeak', 'mock')
+DASHBOARD_DEFAULT = {'real': False, 'mock': True}
+ROLES = ('all', 'body', 'mind')
+BODY, MIND = ('all', 'body'), ('all', 'mind')
 
 
 @dataclass(frozen=True)
@@ -31,20 +46,39 @@ class Part:
     real: str
     mock: str
     name: str
+    roles: tuple                # the launch roles that start it
     hardware: bool = False      # talks to a device: respawned in the real profile
 
 
 PARTS = (
-    Part('droid_audio', 'microphone', 'mock_microphone', 'microphone', hardware=True),
-    Part('droid_audio', 'listener', 'listener', 'listener'),
-    Part('droid_audio', 'stt', 'mock_stt', 'stt'),
-    Part('droid_brain', 'mode_manager', 'mode_manager', 'mode_manager'),
-    Part('droid_brain', 'brain', 'brain', 'brain'),
-    Part('droid_brain', 'tool_executor', 'tool_executor', 'tool_executor'),
-    Part('droid_voice', 'tts', 'tts', 'tts', hardware=True),
-    Part('droid_voice', 'music', 'music', 'music', hardware=True),
-    Part('droid_eyes', 'eyes', 'mock_eyes', 'eyes', hardware=True),
+    Part('droid_audio', 'microphone', 'mock_microphone', 'microphone', BODY, hardware=True),
+    Part('droid_audio', 'listener', 'listener', 'listener', BODY),
+    Part('droid_audio', 'stt', 'mock_stt', 'stt', MIND),
+    Part('droid_brain', 'mode_manager', 'mode_manager', 'mode_manager', BODY),
+    Part('droid_brain', 'brain', 'brain', 'brain', MIND),
+    Part('droid_brain', 'tool_executor', 'tool_executor', 'tool_executor', MIND),
+    Part('droid_voice', 'tts', 'tts', 'tts', BODY, hardware=True),
+    Part('droid_voice', 'music', 'music', 'music', BODY, hardware=True),
+    Part('droid_eyes', 'eyes', 'mock_eyes', 'eyes', BODY, hardware=True),
+    # Only on a body whose mind is elsewhere: pings the mind, says on /diagnostics and
+    # with the eyes when it is unreachable, and answers with the persona's fallback line.
+    Part('droid_brain', 'mind_monitor', 'mind_monitor', 'mind_monitor', ('body',)),
 )
+
+
+def check_role(role: str) -> str:
+    """``role`` if it is one of :data:`ROLES`, else a clear ProfileError."""
+    if role not in ROLES:
+        raise ProfileError(f"launch argument role:={role!r} must be one of {', '.join(ROLES)} "
+                           "(body: the parts in the droid; mind: stt, brain, tool executor; "
+                           "all: both on this host)")
+    return role
+
+
+def parts_of(role: str) -> list:
+    """Names of the parts a host with ``role`` starts (before ``disable``)."""
+    check_role(role)
+    return [p.name for p in PARTS if role in p.roles]
 
 
 @dataclass
@@ -95,19 +129,73 @@ def _check(name: str, value: str, choices) -> None:
         raise ProfileError(f"launch argument {name}:={value!r} must be one of {', '.join(choices)}")
 
 
+def dashboard_on(profile: str, dashboard: str) -> bool:
+    """``dashboard:=`` -> whether to start the web dashboard ('' = the profile's default)."""
+    value = dashboard.strip().lower()
+    if not value:
+        return DASHBOARD_DEFAULT.get(profile, False)
+    if value in ('true', '1', 'yes', 'on'):
+        return True
+    if value in ('false', '0', 'no', 'off'):
+        return False
+    raise ProfileError(f'launch argument dashboard:={dashboard!r} must be true or false')
+
+
+def dashboard_specs(web_params: dict, rosbridge_installed: bool = False) -> list:
+    """The dashboard's nodes. Our ``web_bridge`` serves the page and speaks rosbridge on
+    ``port``. Where ``rosbridge_suite`` is installed and the dashboard stays on this machine,
+    its ``rosbridge_websocket`` takes ``port`` and ``web_bridge`` serves the page one port
+    up (rosbridge_suite has no access token: off this machine, ours is used)."""
+    web = dict(web_params)
+    host = str(web.get('host', '127.0.0.1'))
+    port = int(web.get('port', 9090))
+    if rosbridge_installed and is_loopback(host) and port and not web.get('rosbridge_port'):
+        return [NodeSpec('rosbridge_server', 'rosbridge_websocket', 'rosbridge_websocket',
+                         {'address': host, 'port': port}),
+                NodeSpec('droid_bringup', 'web_bridge', 'web_bridge',
+                         dict(web, port=port + 1, rosbridge_port=port))]
+    return [NodeSpec('droid_bringup', 'web_bridge', 'web_bridge', web)]
+# A ROS namespace: tokens of letters, digits and underscores, not starting with a digit,
+# separated by single slashes; no '__' (reserved), optional leading '/'.
+_NS_TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+
+
+def check_namespace(namespace: str) -> str:
+    """Validate a launch ``namespace`` (``''``, ``r3x``, ``/fleet/r3x``); returns it
+    stripped, or raises a clear ProfileError."""
+    ns = namespace.strip()
+    if not ns or ns == '/':
+        return ''
+    tokens = ns[1:].split('/') if ns.startswith('/') else ns.split('/')
+    bad = [t for t in tokens if not _NS_TOKEN.fullmatch(t) or '__' in t]
+    if bad:
+        raise ProfileError(
+            f'launch argument namespace:={namespace!r} is not a valid ROS namespace: each '
+            'part between slashes must be letters, digits or underscores, must not start '
+            "with a digit and must not contain '__' (e.g. r3x or fleet/r3x)")
+    return ns
+
+
 def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str = '',
-         llm: str = '', tts: str = '', eyes_port: str = '', disable: str = '') -> list:
-    """The nodes to start for ``profile`` with their merged parameters.
+         llm: str = '', tts: str = '', eyes_port: str = '', disable: str = '',
+         role: str = 'all', namespace: str = '', dashboard: str = '',
+         rosbridge_installed: bool = False) -> list:
+    """The nodes to start for ``profile`` and ``role`` with their merged parameters.
 
     ``disable`` is a comma-separated list of node names not to start (e.g. ``microphone``
-    when a bag replay feeds the audio).
+    when a bag replay feeds the audio). ``role`` is ``all``, ``body`` or ``mind`` (see the
+    module doc). ``namespace`` is only validated here (the launch file pushes it).
+    ``dashboard`` ('' / true / false) adds the web dashboard's nodes.
     """
     _check('profile', profile, PROFILES)
     if not profile:
         raise ProfileError('launch argument profile must be one of real, mock')
+    check_namespace(namespace)
+    wanted = set(parts_of(role))
     _check('stt', stt, STT_BACKENDS)
     _check('llm', llm, LLM_BACKENDS)
     _check('tts', tts, TTS_BACKENDS)
+    with_dashboard = dashboard_on(profile, dashboard)
     params = load_params(Path(config_dir) / f'{profile}.yaml')
     if params_file:
         params = _merge(params, load_params(params_file))
@@ -118,7 +206,7 @@ def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str =
                            f"known: {', '.join(p.name for p in PARTS)}")
     specs = []
     for part in PARTS:
-        if part.name in skipped:
+        if part.name in skipped or part.name not in wanted:
             continue
         executable = part.real if profile == 'real' else part.mock
         node_params = dict(params.get(part.name, {}))
@@ -136,4 +224,6 @@ def plan(profile: str, config_dir: str | Path, params_file: str = '', stt: str =
                 node_params['port'] = eyes_port
         specs.append(NodeSpec(part.package, executable, part.name, node_params,
                               respawn=part.hardware and profile == 'real'))
+    if with_dashboard and role.strip() != 'mind':      # the dashboard goes with the body
+        specs.extend(dashboard_specs(params.get('web_bridge', {}), rosbridge_installed))
     return specs

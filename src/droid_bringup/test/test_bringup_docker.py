@@ -44,6 +44,10 @@ def test_compose_has_the_droid_and_the_tests():
     assert set(services) == {'droid', 'tests'}
     assert 'profile:=mock' in services['droid']['command']
     assert 'colcon test' in ' '.join(services['tests']['command'])
-    real = yaml.safe_load((DOCKER / 'compose.real.yaml').read_text())['services']['droid']
+    real_compose = yaml.safe_load((DOCKER / 'compose.real.yaml').read_text())
+    real = real_compose['services']['droid']
     assert '/dev/snd:/dev/snd' in real['devices'] and 'profile:=real' in real['command']
     assert any('tty' in d for d in real['devices'])
+    # the model downloaded on first run survives the container
+    assert 'whisper-models:/root/.cache/huggingface' in real['volumes']
+    assert 'whisper-models' in real_compose['volumes']

@@ -31,3 +31,10 @@ def test_every_topic_name_is_in_the_readme():
     for key, value in vars(names).items():
         if key.isupper():
             assert f'`{value}`' in README, f'{value} ({key}) missing from README'
+
+
+def test_readme_tables_are_exactly_the_generated_ones(tmp_path):
+    copy = tmp_path / 'README.md'
+    copy.write_text(README)
+    assert not param_docs.update_readme(copy), \
+        'README tables are stale: python3 -m droid_bringup.param_docs --readme README.md'

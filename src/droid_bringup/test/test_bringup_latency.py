@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from droid_bringup.latency import STAGE, LatencyTracker, Trace, breakdown, format_turn, percentile
@@ -80,3 +82,37 @@ def test_report_from_a_bag(tmp_path, capsys):
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(o['conversation_id'], o['utterance_id']) for o in out] == [('abc', 2)]
     assert abs(out[0]['ms']['final_transcript_to_first_audio'] - 600.0) < 0.01
+
+
+def test_marks_are_counted_from_the_end_of_speech_the_listener_reported():
+    tracker = LatencyTracker()
+    for t in traces():
+        tracker.add(t)
+    turn = tracker.turns[('c1', 1)]
+    turn.first['speech_end'].input_stamp = 11.40        # voiced audio ended here
+    b = breakdown(turn)
+    assert b['from_end_of_speech_ms'] == {
+        'speech_end': 600.0, 'final_transcript': 900.0, 'llm_request': 902.0,
+        'first_token': 1100.0, 'first_sentence': 1300.0, 'first_audio': 1500.0}
+    assert 'after the end of speech' in format_turn(b) and 'first audio' in format_turn(b)
+
+
+def test_waterfall_plot_is_written(tmp_path):
+    pytest.importorskip('matplotlib')
+    from droid_bringup.latency import plot_waterfall
+    from droid_bringup.latency_report_node import write_plot
+    rows = [('t1', {'speech_end': 600.0, 'final_transcript': 900.0, 'first_audio': 1400.0,
+                    'audible': 1460.0}),
+            ('t2', {'speech_end': 600.0, 'llm_request': 610.0, 'final_transcript': 950.0})]
+    out = tmp_path / 'turns.png'
+    plot_waterfall(rows, out, 'test')
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # From latency_report's breakdowns: turns without an end of speech are left out.
+    tracker = LatencyTracker()
+    for t in traces():
+        tracker.add(t)
+    out2 = tmp_path / 'report.svg'
+    assert write_plot(str(out2), [breakdown(tracker.turns[('c1', 1)])])
+    assert b'<svg' in out2.read_bytes()[:400]
+    assert not write_plot(str(tmp_path / 'none.png'), [{'conversation_id': 'x',
+                                                         'utterance_id': 1, 'ms': {}}])

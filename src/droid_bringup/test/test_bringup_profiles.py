@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from droid_bringup.profiles import PARTS, ProfileError, load_params, plan
+from droid_bringup.profiles import (PARTS, ProfileError, check_namespace, load_params,
+                                    parts_of, plan)
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config'
 
@@ -17,6 +18,62 @@ def test_every_profile_file_has_one_block_per_node_and_nothing_else():
     for profile in ('real', 'mock'):
         params = load_params(CONFIG / f'{profile}.yaml')
         assert set(params) == {p.name for p in PARTS}, profile
+
+
+def test_role_all_is_the_whole_droid_on_one_host():
+    names = {s.name for s in plan('mock', CONFIG, dashboard='false')}
+    assert names == {s.name for s in plan('mock', CONFIG, role='all', dashboard='false')}
+    assert names == {'microphone', 'listener', 'stt', 'mode_manager', 'brain', 'tool_executor',
+                     'tts', 'music', 'eyes'}
+
+
+def test_body_and_mind_split_the_droid_and_the_body_watches_the_mind():
+    body = {s.name for s in plan('mock', CONFIG, role='body', dashboard='false')}
+    mind = {s.name for s in plan('mock', CONFIG, role='mind', dashboard='false')}
+    assert body == {'microphone', 'listener', 'mode_manager', 'tts', 'music', 'eyes',
+                    'mind_monitor'}
+    assert mind == {'stt', 'brain', 'tool_executor'}
+    assert body - {'mind_monitor'} | mind == {s.name for s in plan('mock', CONFIG,
+                                                                  dashboard='false')}
+    # the dashboard (on by default in mock) goes with the body, next to the phone
+    assert 'web_bridge' in {s.name for s in plan('mock', CONFIG, role='body')}
+    assert 'web_bridge' not in {s.name for s in plan('mock', CONFIG, role='mind')}
+    assert not body & mind
+    assert set(parts_of('body')) == body and set(parts_of('mind')) == mind
+
+
+def test_role_composes_with_profile_overrides_and_disable(tmp_path):
+    body = by_name(plan('real', CONFIG, role='body', eyes_port='mock', tts='espeak',
+                        disable='music', stt='mock', llm='mock'))
+    assert set(body) == {'microphone', 'listener', 'mode_manager', 'tts', 'eyes',
+                         'mind_monitor'}
+    assert body['microphone'].executable == 'microphone' and body['microphone'].respawn
+    assert body['eyes'].executable == 'mock_eyes'
+    assert body['tts'].parameters['backend'] == 'espeak'
+    assert body['mind_monitor'].parameters['mind_nodes'] == ['stt', 'brain', 'tool_executor']
+    mind = by_name(plan('real', CONFIG, role='mind', stt='mock', llm='mock', tts='espeak',
+                        disable='eyes,tool_executor'))
+    assert set(mind) == {'stt', 'brain'}
+    assert mind['stt'].executable == 'mock_stt'
+    assert mind['brain'].parameters['backend'] == 'mock'
+    user = tmp_path / 'mine.yaml'
+    user.write_text('mind_monitor:\n  ros__parameters:\n    lost_after_s: 3.0\n')
+    body = by_name(plan('mock', CONFIG, role='body', params_file=str(user)))
+    assert body['mind_monitor'].parameters['lost_after_s'] == 3.0
+    assert body['mind_monitor'].parameters['ping_period_s'] == 0.5
+
+
+@pytest.mark.parametrize('ns', ['', '/', 'r3x', '/r3x', 'fleet/tars', '/fleet/tars_2', '_x'])
+def test_good_namespaces_pass(ns):
+    assert {s.name for s in plan('mock', CONFIG, namespace=ns)}
+    check_namespace(ns)
+
+
+@pytest.mark.parametrize('ns', ['3po', 'r3x droid', 'r3-x', 'fleet//r3x', 'a__b', 'r3x/',
+                                'ünï'])
+def test_bad_namespaces_are_clear_errors(ns):
+    with pytest.raises(ProfileError, match='not a valid ROS namespace'):
+        plan('mock', CONFIG, namespace=ns)
 
 
 def test_mock_profile_uses_mock_nodes_and_backends_and_no_respawn():
@@ -72,6 +129,8 @@ def test_disable_leaves_nodes_out():
     ({'profile': 'mock', 'llm': 'claude'}, 'llm'),
     ({'profile': 'mock', 'tts': 'polly'}, 'tts'),
     ({'profile': 'mock', 'disable': 'toaster'}, 'toaster'),
+    ({'profile': 'mock', 'role': 'brain'}, "role:='brain' must be one of all, body, mind"),
+    ({'profile': 'mock', 'role': ''}, 'role'),
     ({'profile': 'mock', 'params_file': '/nonexistent/p.yaml'}, 'not found'),
 ])
 def test_bad_arguments_are_clear_errors(kwargs, needle):

@@ -26,6 +26,13 @@ Within a conversation an event older (by stamp) than the newest already processe
 its kind is ignored, and so are turn messages of an older utterance than the newest
 seen (except the ENDED/INTERRUPTED of the sentence being spoken, which always ends it).
 
+Hostile input: a stamp that is zero, negative or not finite counts as "now"; one further
+in the future than :data:`FUTURE_TOLERANCE_S` counts as that much ahead (a bogus stamp must
+not make every later event look stale); a clock reading that is not finite is replaced by
+the last good one, and a clock that jumps back (``/clock`` restarted) makes the stamps
+seen so far stop ordering anything; numbers are clamped to their ranges (speed to the protocol's
+:data:`MAX_SPEED_HZ`), unknown patterns, modes, labels and events are ignored.
+
 Colours come from persona themes (``themes.<name>.<key>``, keys :data:`THEME_KEYS`),
 selected by ``Persona.eye_theme``; an unknown or empty theme uses ``default_theme``
 with the persona's ``eye_color`` as the ambient and speaking colour.
@@ -34,6 +41,7 @@ with the persona's ``eye_color`` as the ambient and speaking colour.
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 
 from droid_common.contract import constants, constants_with_prefix
@@ -47,6 +55,9 @@ MODE_NAMES = {v: k for k, v in MODES.items()}
 LABELS = {k.lower(): v for k, v in constants('Sentiment').items()}  # {'positive': 1, ...}
 LABEL_NAMES = {v: k for k, v in LABELS.items()}
 SPEECH = constants('SpeechEvent')                                # STARTED, ENDED, INTERRUPTED
+
+FUTURE_TOLERANCE_S = 1.0      # stamps further ahead of the node clock count as this far
+MAX_SPEED_HZ = 655.35         # the serial protocol's largest speed
 
 THEME_KEYS = ('ambient', 'listening', 'thinking', 'speaking', 'positive', 'neutral', 'negative')
 LOOK_KEYS = ('sentiment.positive', 'sentiment.neutral', 'sentiment.negative',
@@ -143,7 +154,24 @@ def _rgb(value, what: str) -> tuple:
     vals = [float(v) for v in value]
     if len(vals) < 3:
         raise ValueError(f'{what}: colour needs [r, g, b], got {value!r}')
-    return tuple(min(1.0, max(0.0, v)) for v in vals[:3])
+    return tuple(_unit(v) for v in vals[:3])
+
+
+def _unit(x) -> float:
+    """A number clamped to [0, 1]; NaN (or not a number) is 0."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if x != x else min(1.0, max(0.0, x))
+
+
+def _speed(x) -> float:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if x != x else min(MAX_SPEED_HZ, max(0.0, x))
 
 
 @dataclass(frozen=True)
@@ -269,7 +297,8 @@ class Expression:
         self._command_stamp = float('-inf')
         self.last_ignored = ''
         self.ignored = 0
-        self.look = self._resolve(now)
+        self._now = now if isinstance(now, (int, float)) and math.isfinite(now) else 0.0
+        self.look = self._resolve(self._now)
 
     # ---- public state -------------------------------------------------------------------
     @property
@@ -291,6 +320,7 @@ class Expression:
 
     # ---- inputs -------------------------------------------------------------------------
     def on_wake(self, cid: str, stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         if not self._admit('wake', cid, stamp):
             return None
         t = self._turn
@@ -303,6 +333,7 @@ class Expression:
 
     def on_transcription(self, cid: str, utterance: int, is_final: bool, stamp: float,
                          now: float):
+        stamp, now = self._times(stamp, now)
         if not self._admit('transcription', cid, stamp) or not self._admit_turn(cid, utterance):
             return None
         t = self._turn
@@ -314,6 +345,7 @@ class Expression:
 
     def on_reply(self, cid: str, utterance: int, is_final: bool, interrupted: bool,
                  stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         if not self._admit('reply', cid, stamp) or not self._admit_turn(cid, utterance):
             return None
         t = self._turn
@@ -323,6 +355,7 @@ class Expression:
 
     def on_sentiment(self, cid: str, utterance: int, label: int, score: float, stamp: float,
                      now: float):
+        stamp, now = self._times(stamp, now)
         if label not in LABEL_NAMES:
             return self._ignore(f'sentiment: unknown label {label}')
         if not self._admit('sentiment', cid, stamp) or not self._admit_turn(cid, utterance):
@@ -336,6 +369,7 @@ class Expression:
 
     def on_speech(self, cid: str, utterance: int, sentence: int, event: int,
                   last_in_reply: bool, stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         key = (cid, utterance, sentence)
         if event == SPEECH['STARTED']:
             if not self._admit('speech', cid, stamp) or not self._admit_turn(cid, utterance):
@@ -367,6 +401,7 @@ class Expression:
 
     def on_amplitude(self, cid: str, amplitude: float, stamp: float):
         """Returns the amplitude to show (0..1), or None if the message is stale."""
+        stamp, _ = self._times(stamp, self._now)
         if not self._admit('amplitude', cid, stamp, adopt=False):
             return None
         try:
@@ -376,12 +411,13 @@ class Expression:
         return 0.0 if a != a else min(1.0, max(0.0, a))
 
     def on_mode(self, mode: int, stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         if mode not in MODE_NAMES:
             return self._ignore(f'mode: unknown mode {mode}')
         if stamp < self._mode_stamp:
             return self._ignore('mode: superseded')
         self._mode_stamp = stamp
-        self.mode = mode
+        self.mode = mode = int(mode)
         t = self._turn
         if mode == MODES['sleep']:
             self._command = None
@@ -392,6 +428,7 @@ class Expression:
         return self._update(now, None)
 
     def on_persona(self, eye_theme: str, eye_color, stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         if stamp < self._persona_stamp:
             return self._ignore('persona: superseded')
         self._persona_stamp = stamp
@@ -405,6 +442,7 @@ class Expression:
 
     def on_command(self, cid: str, pattern: int, color, brightness: float, speed: float,
                    duration: float, stamp: float, now: float):
+        stamp, now = self._times(stamp, now)
         if pattern not in PATTERN_NAMES:
             return self._ignore(f'command: unknown pattern {pattern}')
         if cid and (cid in self._old or (cid != self._turn.cid and stamp < self._turn.start)):
@@ -416,15 +454,54 @@ class Expression:
             rgb = _rgb(color, 'command colour')
         except (TypeError, ValueError):
             rgb = (0.0, 0.0, 0.0)
-        look = EyeLook(pattern, rgb, min(1.0, max(0.0, float(brightness))), max(0.0, float(speed)),
-                       SOURCES['command'], cid)
-        until = now + duration if duration > 0 else None
+        look = EyeLook(int(pattern), rgb, _unit(brightness), _speed(speed), SOURCES['command'], cid)
+        try:
+            duration = float(duration)
+        except (TypeError, ValueError):
+            duration = 0.0
+        until = now + duration if duration > 0 else None     # NaN, <= 0: until the next
         self._command = _Command(look, until)
         return self._update(now, None)
 
     def tick(self, now: float):
         """Call periodically: expires timed looks. Returns a Change or None."""
+        _, now = self._times(0.0, now)
         return self._update(now, None)
+
+    def _clock_went_back(self, jump: float) -> None:
+        """The node clock jumped back by ``-jump`` s (``/clock`` restarted): the stamps seen
+        so far are of another timeline, so they no longer order anything; timed looks keep
+        the time they had left."""
+        self._mode_stamp = self._persona_stamp = self._command_stamp = float('-inf')
+        t = self._turn
+        t.start = float('-inf')
+        t.stamps.clear()
+        if t.phase is not None:
+            t.phase.stamp = float('-inf')
+            t.phase.until += jump
+        if t.gap_until is not None:
+            t.gap_until += jump
+        if self._command is not None and self._command.until is not None:
+            self._command.until += jump
+
+    def _times(self, stamp, now) -> tuple:
+        """(stamp, now) made safe: see the module docstring."""
+        try:
+            now = float(now)
+        except (TypeError, ValueError):
+            now = self._now
+        if not math.isfinite(now):
+            now = self._now
+        if now < self._now - FUTURE_TOLERANCE_S:
+            self._clock_went_back(now - self._now)
+        self._now = now
+        try:
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            stamp = now
+        if not math.isfinite(stamp) or stamp <= 0.0:
+            stamp = now
+        return min(stamp, now + FUTURE_TOLERANCE_S), now
 
     # ---- internals ----------------------------------------------------------------------
     def _ignore(self, why: str):

@@ -2,8 +2,10 @@
 
 Expression from :mod:`droid_eyes.expression`, serial link from :mod:`droid_eyes.link`
 (its own thread: nothing here blocks a callback). Health on /diagnostics: OK while the
-device is connected and in sync, WARN while no device is found / handshaking / resyncing,
-ERROR after the device was lost (unplug, I/O error, silence, no acks) until it is back.
+device is connected and in sync, WARN while no device is found / handshaking / resyncing
+or while the link is degraded (frames go unacknowledged but the device keeps heartbeating:
+the node keeps resending, backed off, and does not reopen the port), ERROR after the device
+was lost (unplug, I/O error, silence, no acks) until it is back.
 """
 
 from __future__ import annotations
@@ -29,8 +31,21 @@ class EyesNode(EyesNodeBase):
                                 'ACK of a state frame before resending it', min_value=0.005,
                                 max_value=5.0, read_only=True),
             max_retries=declare(self, 'max_retries', d.max_retries, 'resends of an '
-                                'unacknowledged frame before the link is declared lost',
+                                'unacknowledged frame before the link is reported degraded '
+                                '(WARN; it keeps resending, and is declared lost only when '
+                                'the device also falls silent)',
                                 min_value=0, max_value=100, read_only=True),
+            retry_backoff=declare(self, 'retry_backoff', d.retry_backoff, 'each resend waits '
+                                  'this many times longer than the previous one (exponential '
+                                  'backoff from ack_timeout)', min_value=1.0, max_value=10.0,
+                                  read_only=True),
+            retry_max_delay=declare(self, 'retry_max_delay', d.retry_max_delay, 'longest wait '
+                                    'between resends, HELLOs or failed opens [s]',
+                                    min_value=0.01, max_value=60.0, read_only=True),
+            retry_jitter=declare(self, 'retry_jitter', d.retry_jitter, 'each retry wait is '
+                                 'stretched by a random fraction up to this (keeps resends out '
+                                 'of step with periodic faults)', min_value=0.0, max_value=2.0,
+                                 read_only=True),
             handshake_timeout=declare(self, 'handshake_timeout', d.handshake_timeout,
                                       'seconds to wait for DEV_HELLO after opening the port '
                                       '(an Arduino resets on open and boots in ~1.6 s)',

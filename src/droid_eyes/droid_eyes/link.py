@@ -6,15 +6,25 @@
   handshakes (HELLO until the device answers DEV_HELLO; an Arduino that resets on open
   answers with its boot DEV_HELLO), then sends FULL_STATE;
 - sends the latest wanted animation state as SET_STATE, stop-and-wait: one command in
-  flight, ACK'd by sequence number, retransmitted on NACK or after ``ack_timeout``, at
-  most ``max_retries`` times, after which the link is declared lost;
+  flight, ACK'd by sequence number, retransmitted on NACK or when its ACK is overdue. The
+  wait before each resend grows exponentially from ``ack_timeout`` (``retry_backoff``,
+  capped at ``retry_max_delay``) with random jitter (``retry_jitter``), so resends never
+  fall into step with a periodic fault (a device dropping every fifth frame);
+- after ``max_retries`` unacknowledged resends the link is *degraded*, not lost, as long
+  as the device keeps talking (heartbeats): WARN, and it keeps resending at the capped
+  delay. Reopening the port is the last resort (on an Uno or Nano it resets the board):
+  only a silent device (nothing valid for ``link_timeout``), an I/O error or an unplug
+  lead to it;
 - streams amplitude as unacknowledged AMPLITUDE frames, coalesced: only the latest value
   is sent, at most ``amplitude_max_rate`` per second, and only when it changed;
 - sends HEARTBEAT every ``heartbeat_period``; declares the link lost when nothing valid
-  came from the device for ``link_timeout`` (the device heartbeats every 0.5 s);
+  came from the device for ``link_timeout`` (the device heartbeats every 0.5 s); while
+  handshaking, a device that heartbeats but missed a HELLO gets more HELLOs (backed off),
+  not a reopen;
 - on a device reset (unasked DEV_HELLO, or a new boot id in DEV_HEARTBEAT) resends the
   FULL_STATE; on an I/O error or unplug closes the port, reports it and retries every
-  ``reconnect_period`` until the device is back, then handshakes and resyncs.
+  ``reconnect_period`` (backed off with jitter up to ``retry_max_delay`` while opening
+  fails) until the device is back, then handshakes and resyncs.
 
 Bytes from the device go through :class:`droid_eyes.protocol.Decoder`, which never
 raises; nothing the device sends can crash the link. Callers (ROS callbacks) only call
@@ -25,7 +35,9 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
+import random
 import select
 import threading
 import time
@@ -53,6 +65,25 @@ class LinkConfig:
     link_timeout: float = 2.0
     amplitude_max_rate: float = 60.0
     write_timeout: float = 0.5
+    retry_backoff: float = 2.0
+    retry_max_delay: float = 1.0
+    retry_jitter: float = 0.5
+
+
+def backoff_delay(base: float, attempt: int, factor: float, cap: float, jitter: float,
+                  rng: random.Random) -> float:
+    """The wait before retry number ``attempt`` (1 = the first wait): ``base`` grown by
+    ``factor`` per attempt, capped at ``cap``, stretched by a random factor in
+    [1, 1 + jitter] (never shorter than the nominal wait)."""
+    base = max(0.0, float(base))
+    cap = max(base, float(cap))
+    try:
+        nominal = base * math.pow(max(1.0, float(factor)), max(0, int(attempt) - 1))
+    except OverflowError:
+        nominal = cap
+    if not math.isfinite(nominal):
+        nominal = cap
+    return min(nominal, cap) * (1.0 + rng.uniform(0.0, max(0.0, float(jitter))))
 
 
 @dataclass
@@ -66,7 +97,8 @@ class LinkStatus:
 
 
 COUNTERS = ('frames_sent', 'bytes_sent', 'acks', 'nacks', 'retries', 'rx_frames', 'rx_bad',
-            'rx_skipped', 'device_resets', 'resyncs', 'connects', 'losses', 'amplitude_frames')
+            'rx_skipped', 'device_resets', 'resyncs', 'connects', 'losses', 'amplitude_frames',
+            'degraded', 'opens')
 
 
 def resolve_port(pattern: str) -> str | None:
@@ -99,12 +131,14 @@ class SerialLink:
     """Keeps the device showing the wanted state, across unplugs and resets."""
 
     def __init__(self, config: LinkConfig, serial_factory=None, on_write=None,
-                 logger: logging.Logger | None = None, clock=time.monotonic):
+                 logger: logging.Logger | None = None, clock=time.monotonic,
+                 rng: random.Random | None = None):
         self.cfg = config
         self._factory = serial_factory or _default_serial_factory
         self._on_write = on_write            # called (frame bytes, monotonic time) per write
         self._log = logger or logging.getLogger('droid_eyes.link')
         self._clock = clock
+        self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._want = P.DeviceState()
         self._amp = 0
@@ -118,6 +152,7 @@ class SerialLink:
         self._thread: threading.Thread | None = None
         self._ser = None
         self._ever_connected = False
+        self._synced_once = False
 
     # ---- API (any thread, never blocks) -------------------------------------------------
     def start(self) -> SerialLink:
@@ -194,10 +229,18 @@ class SerialLink:
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
+    def _delay(self, base: float, attempt: int) -> float:
+        c = self.cfg
+        return backoff_delay(base, attempt, c.retry_backoff, c.retry_max_delay, c.retry_jitter,
+                             self._rng)
+
     def _run(self) -> None:
+        failures = 0     # opens / sessions in a row that never got in sync: backs off
         while not self._stop.is_set():
             port = resolve_port(self.cfg.port)
             if port is None:
+                # Looking for the port disturbs nothing: no backoff, so a board plugged
+                # back in is found within reconnect_period.
                 if self._ever_connected:
                     self._set_status(ERROR, f'device lost: no device matching {self.cfg.port}; '
                                      'waiting for it to come back', False, port='')
@@ -208,9 +251,12 @@ class SerialLink:
             try:
                 self._ser = self._factory(port, self.cfg)
             except Exception as exc:  # noqa: BLE001 - any open failure: retry later
+                failures += 1
                 self._set_status(ERROR, f'cannot open {port}: {exc}', False, port=port)
-                self._sleep(self.cfg.reconnect_period)
+                self._sleep(self._delay(self.cfg.reconnect_period, failures))
                 continue
+            self._count('opens')
+            self._synced_once = False
             try:
                 self._session(self._ser, port)
             except Exception as exc:  # noqa: BLE001 - I/O error, unplug, silence: reconnect
@@ -224,8 +270,9 @@ class SerialLink:
                 except Exception:  # noqa: BLE001
                     pass
                 self._ser = None
+            failures = 0 if self._synced_once else failures + 1
             if not self._stop.is_set():
-                self._sleep(min(self.cfg.reconnect_period, 0.1))
+                self._sleep(self._delay(min(self.cfg.reconnect_period, 0.1), failures))
 
     def _write(self, ser, frame: P.Frame) -> bytes:
         data = frame.encode()
@@ -275,6 +322,7 @@ class SerialLink:
         now = self._clock()
         deadline = now + cfg.handshake_timeout
         next_hello = now
+        hellos = 0
         boot_id = None
         while boot_id is None:
             if self._stop.is_set():
@@ -284,9 +332,12 @@ class SerialLink:
                 raise LinkLost(f'no DEV_HELLO within {cfg.handshake_timeout:.1f} s')
             if now >= next_hello:
                 self._write(ser, P.Frame(P.HELLO, self._next_seq(), P.hello_payload()))
-                next_hello = now + cfg.hello_interval
+                hellos += 1
+                next_hello = now + self._delay(cfg.hello_interval, hellos)
             for item in self._read(ser, dec, min(next_hello, deadline) - now):
-                if isinstance(item, P.Frame) and item.type == P.DEV_HELLO:
+                if not isinstance(item, P.Frame):
+                    continue
+                if item.type == P.DEV_HELLO:
                     try:
                         version, bid, _caps = P.parse_dev_hello(item.payload)
                     except ValueError:
@@ -295,6 +346,13 @@ class SerialLink:
                         raise LinkLost(f'device speaks protocol {version}, '
                                        f'host {P.PROTOCOL_VERSION}')
                     boot_id = bid
+                elif item.type == P.DEV_HEARTBEAT and len(item.payload) == P.DEV_HEARTBEAT_SIZE:
+                    # Alive, it only missed our HELLO (or we its answer): more HELLOs, not
+                    # a reopen (which would reset the board).
+                    deadline = max(deadline, self._clock() + cfg.handshake_timeout)
+                    if hellos > cfg.max_retries:
+                        self._set_status(WARN, f'device on {port} heartbeats but has not '
+                                         f'answered {hellos} HELLOs; retrying', False)
         self._count('connects')
         self._set_status(WARN, f'handshake with {port} done (boot {boot_id:#06x}); syncing',
                          False, quiet=True, boot_id=boot_id)
@@ -305,9 +363,25 @@ class SerialLink:
         amp_sent = None
         need_full = True
         synced = False
+        degraded = False
         next_hb = self._clock()
         next_amp = 0.0
         amp_interval = 1.0 / cfg.amplitude_max_rate if cfg.amplitude_max_rate > 0 else 0.0
+
+        def resend(pending: _Pending, now: float, why: str) -> _Pending:
+            nonlocal degraded
+            if pending.tries > cfg.max_retries and not degraded:
+                # The device keeps talking (the silence check comes first), so this is a
+                # bad line or a busy device: degraded, not lost. Keep trying, backed off.
+                degraded = True
+                self._count('degraded')
+                self._set_status(WARN, f'degraded: {pending.frame.name} not acknowledged '
+                                 f'after {pending.tries} tries ({why}) while the device on '
+                                 f'{port} keeps answering; still retrying', synced)
+            with self._lock:
+                want, amp = self._want, self._amp
+            return self._retransmit(ser, pending, now, want, amp)
+
         while not self._stop.is_set():
             now = self._clock()
             with self._lock:
@@ -316,18 +390,18 @@ class SerialLink:
             if now - last_rx > cfg.link_timeout:
                 raise LinkLost(f'device silent for {now - last_rx:.1f} s')
             if pending is not None and now >= pending.deadline:
-                pending = self._retransmit(ser, pending, now, 'ack timeout')
+                pending = resend(pending, now, 'ack timeout')
             if pending is None:
                 if need_full:
                     frame = P.Frame(P.FULL_STATE, self._next_seq(),
                                     P.full_state_payload(want, amp))
                     pending = _Pending(frame, self._write(ser, frame), want, amp,
-                                       now + cfg.ack_timeout)
+                                       now + self._delay(cfg.ack_timeout, 1))
                     need_full = False
                 elif want != acked:
                     frame = P.Frame(P.SET_STATE, self._next_seq(), P.set_state_payload(want))
                     pending = _Pending(frame, self._write(ser, frame), want, None,
-                                       now + cfg.ack_timeout)
+                                       now + self._delay(cfg.ack_timeout, 1))
             if synced and amp != amp_sent and now >= next_amp:
                 self._write(ser, P.Frame(P.AMPLITUDE, self._next_seq(), bytes((amp,))))
                 amp_sent = amp
@@ -360,16 +434,24 @@ class SerialLink:
                             amp_sent = pending.amplitude
                             if not synced:
                                 synced = True
+                                self._synced_once = True
                                 self._count('resyncs')
                                 self._ever_connected = True
+                                degraded = False
                                 self._set_status(OK, f'connected to {port} '
                                                  f'(boot {boot_id:#06x}), in sync', True)
+                        if degraded:
+                            degraded = False
+                            self._set_status(OK, f'connected to {port} (boot {boot_id:#06x}), '
+                                             f'in sync again after {pending.tries} tries', True)
                         pending = None
                 elif item.type == P.NACK:
                     self._count('nacks')
-                    if pending is not None:
-                        reason = P.NACK_NAMES.get(item.payload[:1] and item.payload[0], '?')
-                        pending = self._retransmit(ser, pending, now, f'NACK ({reason})')
+                    code = item.payload[0] if item.payload else 0
+                    # (a NACK for a garbled header may carry any seq: resend then too)
+                    if pending is not None and (item.seq == pending.frame.seq or code in (
+                            P.NACK_BAD_CRC, P.NACK_BAD_LENGTH)):
+                        pending = resend(pending, now, f'NACK ({P.NACK_NAMES.get(code, "?")})')
                 elif item.type == P.DEV_HELLO:
                     try:
                         _v, bid, _c = P.parse_dev_hello(item.payload)
@@ -379,7 +461,7 @@ class SerialLink:
                     boot_id = bid
                     self._count('device_resets')
                     self._log.warning(f'device on {port} reset (boot {bid:#06x}): resyncing')
-                    pending, acked, need_full, synced = None, None, True, False
+                    pending, acked, need_full, synced, degraded = None, None, True, False, False
                     self._set_status(WARN, f'device on {port} reset; resyncing', False,
                                      boot_id=bid)
                 elif item.type == P.DEV_HEARTBEAT:
@@ -392,24 +474,35 @@ class SerialLink:
                         self._count('device_resets')
                         self._log.warning(f'device on {port} has a new boot id {bid:#06x}: '
                                           'resyncing')
-                        pending, acked, need_full, synced = None, None, True, False
+                        pending, acked, need_full, synced, degraded = (None, None, True, False,
+                                                                       False)
                         self._set_status(WARN, f'device on {port} reset; resyncing', False,
                                          boot_id=bid)
 
-    def _retransmit(self, ser, pending: _Pending, now: float, why: str):
-        if pending.tries > self.cfg.max_retries:
-            raise LinkLost(f'{pending.frame.name} seq {pending.frame.seq} not acknowledged '
-                           f'after {pending.tries} tries ({why})')
+    def _retransmit(self, ser, pending: _Pending, now: float, want: P.DeviceState,
+                    amp: int) -> _Pending:
+        """Resend the frame in flight (the latest wanted state if it changed meanwhile:
+        then a new frame with a new sequence number), and schedule the next resend."""
         self._count('retries')
-        ser.write(pending.data)
+        if pending.state != want or (pending.amplitude is not None and pending.amplitude != amp):
+            if pending.frame.type == P.FULL_STATE:
+                frame = P.Frame(P.FULL_STATE, self._next_seq(), P.full_state_payload(want, amp))
+                pending.amplitude = amp
+            else:
+                frame = P.Frame(P.SET_STATE, self._next_seq(), P.set_state_payload(want))
+            pending.frame, pending.data, pending.state = frame, frame.encode(), want
+        data = pending.data
+        n = ser.write(data)
+        if n is not None and n != len(data):
+            raise LinkLost(f'short write ({n} of {len(data)} bytes)')
         with self._lock:
             self._status.counters['frames_sent'] += 1
-            self._status.counters['bytes_sent'] += len(pending.data)
+            self._status.counters['bytes_sent'] += len(data)
         if self._on_write is not None:
             try:
-                self._on_write(pending.data, now)
+                self._on_write(data, now)
             except Exception:  # noqa: BLE001
                 pass
         pending.tries += 1
-        pending.deadline = now + self.cfg.ack_timeout
+        pending.deadline = now + self._delay(self.cfg.ack_timeout, pending.tries)
         return pending

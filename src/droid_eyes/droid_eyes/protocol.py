@@ -253,6 +253,9 @@ class DeviceState:
 
     @classmethod
     def unpack(cls, payload: bytes) -> DeviceState:
+        """The first STATE_SIZE bytes of a payload; ValueError if it is shorter."""
+        if len(payload) < STATE_SIZE:
+            raise ValueError(f'state payload of {len(payload)} bytes, need {STATE_SIZE}')
         return cls(*struct.unpack('>BBBBBH', bytes(payload[:STATE_SIZE])))
 
 

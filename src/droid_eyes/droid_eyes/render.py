@@ -85,6 +85,12 @@ def _display(pixels: np.ndarray) -> np.ndarray:
     return (np.clip(pixels, 0, 1) ** GAMMA * 255 + 0.5).astype(np.uint8)
 
 
+def to_display(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels -> the uint8 RGB values the renders show (gamma applied); the web
+    dashboard's ``eyes/image`` carries these."""
+    return _display(pixels)
+
+
 def to_png(pixels: np.ndarray, scale: int = 12, gap: int = 2, eye_gap: int = 2) -> bytes:
     """An (H, W, 3) float image -> PNG bytes, each pixel an LED of ``scale`` px; two eyes
     (W = 16) are drawn ``eye_gap`` LEDs apart."""

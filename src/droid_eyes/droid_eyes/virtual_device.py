@@ -6,7 +6,8 @@ unacknowledged AMPLITUDE, DEV_HEARTBEAT every 0.5 s. The host opens it through a
 symlink (``link_path``), which :meth:`replug` re-points at a fresh pty, like a USB
 device coming back under ``/dev/serial/by-id``.
 
-Fault injection: :meth:`drop_next` (frames lost on the wire), :meth:`nack_next`,
+Fault injection: :meth:`drop_next` (frames lost on the wire), :meth:`drop_every` (a
+periodic loss: every n-th frame), :meth:`nack_next`,
 :meth:`inject` (garbage or hand-made frames), :meth:`reset` (the sketch rebooting
 mid-stream), :meth:`unplug` / :meth:`replug`, :meth:`mute` (a hung device)::
 
@@ -56,6 +57,9 @@ class VirtualEyesDevice:
         self.plugged = False
         self._drop = 0
         self._drop_types: tuple = P.ACKED_TYPES
+        self._drop_every = 0
+        self._received = 0            # good host frames seen since drop_every()
+        self.dropped: list = []       # (monotonic time, Frame) of every frame dropped
         self._nack = 0
         self._muted = False
 
@@ -129,6 +133,12 @@ class VirtualEyesDevice:
         """Ignore (as if lost on the wire) the next ``n`` host frames of these types."""
         with self._cond:
             self._drop, self._drop_types = n, tuple(types)
+
+    def drop_every(self, n: int) -> None:
+        """Lose every ``n``-th good host frame, whatever its type, from now on (0 = stop);
+        the device keeps sending its heartbeats."""
+        with self._cond:
+            self._drop_every, self._received = max(0, int(n)), 0
 
     def nack_next(self, n: int = 1) -> None:
         """Reject the next ``n`` acknowledged frames with NACK(bad payload)."""
@@ -222,8 +232,14 @@ class VirtualEyesDevice:
             self._send(P.NACK, item.seq, bytes((item.reason,)))
             return
         f = item
+        if self._drop_every:
+            self._received += 1
+            if self._received % self._drop_every == 0:
+                self.dropped.append((now, f))
+                return
         if self._drop and f.type in self._drop_types:
             self._drop -= 1
+            self.dropped.append((now, f))
             return
         self.frames.append((now, f))
         if f.type == P.HELLO:

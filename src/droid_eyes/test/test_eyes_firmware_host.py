@@ -1,6 +1,8 @@
-"""The Arduino sketch compiled for the host (stub Arduino API, g++) and driven with frames
-from the Python codec: the firmware and the codec agree, byte for byte (no ROS, no
-arduino-cli; needs a C++ compiler, which building droid_msgs needs anyway)."""
+"""The Arduino sketch compiled for the host (stub Arduino API, g++; the MAX7219 and NeoPixel
+drivers' host branches record what they would send) and driven with frames from the Python
+codec: the firmware and the codec agree, byte for byte (no ROS, no AVR toolchain; needs a
+C++ compiler, which building droid_msgs needs anyway). The real thing, built for the
+ATmega328P and run in simavr, is test_eyes_firmware_sim.py."""
 
 import random
 import shutil
@@ -104,4 +106,5 @@ def test_neopixel_build_renders_the_colour(firmware):
     frames, info = run(firmware['neopixel'], P.encode(P.SET_STATE, 1, state.pack()), ms=200)
     assert P.parse_dev_hello(frames[0].payload)[2] == P.CAP_MATRIX | P.CAP_NEOPIXEL
     shows, first_pixel = info['RING'][0]
-    assert shows > 0 and first_pixel == 0xFF0000
+    capped = (255 * (96 + 1)) >> 8            # NEOPIXEL_MAX_BRIGHTNESS = 96 scales full red
+    assert shows > 0 and first_pixel == capped << 16

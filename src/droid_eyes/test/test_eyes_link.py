@@ -6,7 +6,7 @@ import random
 import time
 
 import pytest
-from droid_eyes.link import ERROR, OK, LinkConfig, SerialLink
+from droid_eyes.link import ERROR, OK, WARN, LinkConfig, SerialLink, backoff_delay
 from droid_eyes.virtual_device import VirtualEyesDevice
 
 from droid_eyes import protocol as P
@@ -166,14 +166,89 @@ def test_unplug_and_replug_reconnects_within_2_s_and_resyncs(dev, make_link):
     assert st.level == OK and st.counters['connects'] == 2 and st.counters['losses'] == 1
 
 
-def test_too_many_lost_frames_declare_the_link_lost_then_recover(dev, make_link):
+def test_lost_acks_while_the_device_heartbeats_degrade_the_link_without_a_reopen(dev,
+                                                                               make_link):
     link = make_link()
     assert wait(connected(link))
-    dev.drop_next(4)                     # 1 try + 3 retries all lost
+    hellos = len(dev.frames_of(P.HELLO))
+    dev.drop_next(5)                     # 1 try + 3 retries + 1 more, all lost on the wire
     link.set_state(SAD)
-    assert wait(lambda: link.status().counters['losses'] == 1)
-    assert dev.wait_until(lambda d: d.state == SAD, timeout=2)    # after reconnect + resync
+    assert wait(lambda: link.status().counters['degraded'] == 1, timeout=8)
+    st = link.status()
+    assert st.level == WARN and 'degraded' in st.message and st.connected
+    assert dev.wait_until(lambda d: d.state == SAD, timeout=8)
+    assert wait(lambda: link.status().level == OK, timeout=3)
+    st = link.status()
+    assert 'in sync again' in st.message
+    assert (st.counters['losses'], st.counters['opens'], st.counters['connects']) == (0, 1, 1)
+    assert len(dev.frames_of(P.HELLO)) == hellos          # never handshook again
+
+
+def test_every_fifth_frame_lost_never_reopens_while_heartbeats_arrive(tmp_path):
+    """The field failure: a device losing every fifth frame while the droid speaks
+    (amplitude at 60 frames/s) and the state changes; resends at a fixed 0.15 s fell in
+    step with the losses, the link was declared lost and the port reopened (which resets
+    an Uno). With backoff and jitter it stays up: at worst degraded, never reopened."""
+    with VirtualEyesDevice(str(tmp_path / 'ttyEYES'), seed=5) as dev:   # heartbeats 0.5 s
+        link = SerialLink(LinkConfig(port=str(tmp_path / 'tty*'))).start()   # defaults
+        try:
+            assert wait(connected(link), timeout=5)
+            hellos = len(dev.frames_of(P.HELLO))
+            dev.drop_every(5)
+            levels = set()
+            states = [HAPPY, SAD, SPIN]
+            t0 = time.monotonic()
+            i = 0
+            # at least 6 s, and until the loss pattern has hit a state frame (a loaded
+            # machine sends fewer frames per second: wait on the event, not the clock)
+            while time.monotonic() - t0 < 6.0 or (
+                    P.SET_STATE not in [f.type for _, f in dev.dropped]
+                    and time.monotonic() - t0 < 60.0):
+                link.set_amplitude((i % 50) / 50.0)          # speaking: amplitude changes
+                if i % 30 == 0:
+                    link.set_state(states[(i // 30) % 3])
+                levels.add(link.status().level)
+                i += 1
+                time.sleep(0.01)
+            final = states[((i - 1) // 30) % 3]
+            assert dev.wait_until(lambda d: d.state == final, timeout=5)
+            dropped = [f.type for _, f in dev.dropped]
+            st = link.status()
+        finally:
+            link.close()
+    assert P.SET_STATE in dropped and P.AMPLITUDE in dropped     # the pattern hit both
+    assert st.counters['retries'] > 0
+    assert ERROR not in levels
+    assert (st.counters['losses'], st.counters['opens'], st.counters['connects']) == (0, 1, 1)
+    assert len(dev.frames_of(P.HELLO)) == hellos
+
+
+def test_a_device_that_never_acks_stays_degraded_while_it_heartbeats(dev, make_link):
+    link = make_link(retry_max_delay=0.3)
     assert wait(connected(link))
+    dev.drop_next(10 ** 6)               # every state frame lost, heartbeats still arrive
+    link.set_state(SPIN)
+    assert wait(lambda: link.status().counters['degraded'] == 1, timeout=5)
+    retries = link.status().counters['retries']
+    time.sleep(1.5)                      # ~2 link timeouts: still degraded, still retrying
+    st = link.status()
+    assert st.level == WARN and st.counters['retries'] > retries
+    assert st.counters['losses'] == 0 and st.counters['opens'] == 1
+    dev.drop_next(0)
+    assert dev.wait_until(lambda d: d.state == SPIN, timeout=3)
+    assert wait(lambda: link.status().level == OK)
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    rng = random.Random(3)
+    nominal = [backoff_delay(0.1, n, 2.0, 1.0, 0.0, rng) for n in range(1, 8)]
+    assert nominal == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0])
+    waits = [backoff_delay(0.15, 1, 2.0, 1.0, 0.5, rng) for _ in range(200)]
+    assert min(waits) >= 0.15 and max(waits) <= 0.15 * 1.5
+    assert len({round(w, 6) for w in waits}) > 150           # not in step with anything
+    for bad in (float('nan'), float('inf'), -1.0, 1e308):
+        assert 0.0 <= backoff_delay(0.1, 10 ** 6, bad, 1.0, 0.5,
+                                    rng) <= 1.5
 
 
 def test_a_silent_device_is_detected_and_recovered(dev, make_link):

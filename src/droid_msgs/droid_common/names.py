@@ -28,11 +28,13 @@ AMPLITUDE = 'voice/amplitude'                # droid_msgs/SpeechAmplitude, senso
 MUSIC_PLAY = 'music/play'                    # droid_msgs/action/PlayMusic
 MUSIC_STATE = 'music/state'                  # droid_msgs/MusicState, latched
 MUSIC_CONTROL = 'music/control'              # droid_msgs/srv/MusicControl
+PLAYBACK = 'audio/playback'                  # droid_msgs/AudioChunk: what tts/music play (16 kHz, stamped when heard); the echo reference
 
 # droid_eyes
 EYE_COMMAND = 'eyes/command'                 # droid_msgs/EyeCommand
 EYE_STATE = 'eyes/state'                     # droid_msgs/EyeState, latched
 EYE_FRAMES = 'eyes/frames'                   # std_msgs/UInt8MultiArray: each serial frame written (debug)
+EYE_IMAGE = 'eyes/image'                     # sensor_msgs/Image rgb8 16x8: the eyes as drawn (web_bridge), latched
 
 # cross-cutting
 ACTIVITY_PROBE = 'activity/probe'            # droid_msgs/ActivityProbe: replay -> every node

@@ -105,7 +105,7 @@ def test_mode_and_sentiment_constants_are_what_the_droid_uses():
                                                 'INTERACTIVE': 3}
     assert contract.constants('Sentiment') == {'NEGATIVE': -1, 'NEUTRAL': 0, 'POSITIVE': 1}
     assert contract.constants_with_prefix('SpeechEvent', '') == {
-        'started': 0, 'ended': 1, 'interrupted': 2}
+        'started': 0, 'ended': 1, 'interrupted': 2, 'paused': 3, 'resumed': 4}
     patterns = contract.constants_with_prefix('EyeCommand', 'PATTERN_')
     assert patterns['off'] == 0 and len(patterns) >= 8
 

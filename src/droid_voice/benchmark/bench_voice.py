@@ -2,9 +2,14 @@
 """droid_voice benchmark: prints JSON.
 
 - time from a sentence arriving (Speaker.submit) to its first audio frame written to the
-  device, per backend: mock, offline espeak-ng, local fake ElevenLabs (websocket with the
+  device, per backend: mock, offline espeak-ng, offline Piper (joe-us), local fake ElevenLabs (websocket with the
   connection opened ahead, and HTTP stream) -- the fake answers with no artificial delay,
   so the figure is the droid's own overhead on top of the provider's time to first byte;
+- Piper alone: voice load time, time to its first chunk and real-time factor;
+- barge-in that forgives: coughs (voice, no words) resumed rate, voice -> silence time,
+  confirmed barge-ins stop;
+- echo cancellation (WebRTC AEC): ERLE in a synthetic room, voiced fractions before/after;
+- filler line timing for a slow tool;
 - barge-in stop latency p50/p99 (stop request -> last audible sample recorded from the
   PulseAudio null sink's monitor; target <= 150 ms);
 - amplitude message rate and lag: release time behind the stamp (the time the samples
@@ -29,13 +34,14 @@ from droid_common.testing import PulseAudioServer
 from droid_voice.amplitude import rms_norm
 from droid_voice.fake_elevenlabs import FakeElevenLabs
 from droid_voice.output import SoundDeviceOutput
-from droid_voice.speaker import Speaker, Utterance
+from droid_voice.speaker import COMPLETED, INTERRUPTED, Speaker, Utterance
 from droid_voice.testing import MonitorRecorder, ToneBackend
 from droid_voice.synth import (
     RATE,
     ElevenLabsBackend,
     EspeakBackend,
     MockBackend,
+    PiperBackend,
     VoiceSpec,
 )
 
@@ -111,6 +117,27 @@ def first_audio(backend, n, prepare=None) -> dict:
             'max_ms': pct(times, 100)}
 
 
+def piper_rtf(n) -> dict:
+    """Piper alone (no device): time to the first chunk and real-time factor per sentence."""
+    piper = PiperBackend()
+    t0 = clock()
+    piper.load()
+    load_s = clock() - t0
+    first, rtf = [], []
+    for i in range(n):
+        text = SENTENCES[i % len(SENTENCES)]
+        t0 = clock()
+        samples = 0
+        for chunk in piper.stream(text, VoiceSpec()):
+            if not samples:
+                first.append(clock() - t0)
+            samples += chunk.size
+        rtf.append((clock() - t0) / (samples / RATE))
+    return {'voice': piper.default_voice, 'load_s': round(load_s, 3), 'n': n,
+            'first_chunk_p50_ms': pct(first, 50), 'first_chunk_p90_ms': pct(first, 90),
+            'rtf_p50': round(float(np.median(rtf)), 3), 'rtf_max': round(max(rtf), 3)}
+
+
 def barge_in(rec, n) -> dict:
     rig = Rig(ToneBackend(), fade_s=0.03)
     heard_ms, stamp_ms = [], []
@@ -138,6 +165,129 @@ def barge_in(rec, n) -> dict:
             'interrupted_stamp_p50_ms': pct(stamp_ms, 50),
             'interrupted_stamp_p99_ms': pct(stamp_ms, 99),
             'fade_ms': 30, 'output_latency_ms': 60, 'block_ms': 10}
+
+
+def false_barge_in(rec, n) -> dict:
+    """Coughs over the droid (voice 150-400 ms, no words) through the arbiter and the
+    speaker on the sound card: resumed (not interrupted) rate; pause time heard; and
+    confirmed barge-ins (real words): the sentence ends interrupted."""
+    from droid_voice.barge_in import PAUSE, RESUME, STOP, BargeInArbiter, BargeInConfig
+    rig = Rig(ToneBackend(), fade_s=0.03)
+    resumed, interrupted, pause_heard = 0, 0, []
+    confirmed_ok = 0
+    try:
+        for i in range(2 * n):
+            cough = i < n
+            arb = BargeInArbiter(BargeInConfig(resume_s=0.6))
+            u = Utterance('a b c d e f g h i j', conversation_id=f'fb{i}')   # ~3.75 s
+            rig.sp.submit(u)
+            while u.started_at is None:
+                time.sleep(0.002)
+            time.sleep(0.3 + random.random() * 0.3)
+            t_voice = clock()
+            assert arb.voice(True, t_voice, True) == PAUSE
+            rig.sp.pause(u)
+            time.sleep(0.15 + random.random() * 0.25)
+            arb.voice(False, clock(), False)
+            if not cough:
+                if arb.transcription('what time is it', clock()) == STOP:
+                    rig.sp.stop(u, 'barge-in')
+            deadline = clock() + 2.0
+            while clock() < deadline and arb.paused:
+                if arb.tick(clock()) == RESUME:
+                    rig.sp.resume(u)
+                time.sleep(0.01)
+            x, t0 = rec.between(t_voice - 0.1, t_voice + 0.3)
+            loud = np.nonzero(np.abs(x) > 0.01)[0]
+            if len(loud):
+                pause_heard.append(t0 + loud[-1] / RATE - t_voice)
+            if not cough:
+                rig.sp.stop(u, 'bench')
+            u.done.wait(10)
+            if cough:
+                resumed += u.status == COMPLETED and u.pauses == 1
+            else:
+                confirmed_ok += u.status == INTERRUPTED
+                interrupted += 1
+    finally:
+        rig.close()
+    return {'coughs': n, 'false_barge_in_resume_rate': round(resumed / max(1, n), 3),
+            'confirmed': interrupted,
+            'confirmed_stop_rate': round(confirmed_ok / max(1, interrupted), 3),
+            'voice_to_silence_p50_ms': pct(pause_heard, 50),
+            'voice_to_silence_p99_ms': pct(pause_heard, 99),
+            'resume_after_ms': 600}
+
+
+def echo_cancellation() -> dict:
+    """ERLE of WebRTC AEC in a synthetic room (40 ms delay, -6 dB), and whether the user's
+    speech over the droid's voice is still voiced (Silero VAD) after cancellation."""
+    from droid_audio.aec import FRAME, EchoCanceller, ReferenceBuffer, erle_db
+    from droid_audio.detectors import SileroVad
+    from droid_common.testing import speech
+    droid = speech(' '.join(SENTENCES), 'en-us+m3').astype(np.float32)
+    user = speech('hey jarvis, what time is it', 'en-gb').astype(np.float32)
+    n = (len(droid) // 1280) * 1280
+    delay = int(0.04 * RATE)
+    echo = np.zeros(n)
+    echo[delay:] = 0.5 * droid[:n - delay]
+    u0 = n // 2
+    mic = echo.copy()
+    mic[u0:u0 + len(user)] += 0.6 * user[:max(0, min(len(user), n - u0))]
+    ref = ReferenceBuffer(seconds=n / RATE + 1)
+    ref.add(100.0, droid[:n])
+    aec = EchoCanceller(ref)
+    if not aec.available:
+        return {'error': aec.error}
+    t0 = clock()
+    out = np.concatenate([aec.process(np.clip(mic[i:i + 1280], -32768, 32767),
+                                      100.0 + i / RATE) for i in range(0, n, 1280)])
+    cpu = clock() - t0
+    a = RATE                                           # after 1 s of convergence
+    vad = SileroVad()
+
+    def voiced(x):
+        vad.reset()
+        probs = [vad.predict(np.asarray(x[i:i + 1280], dtype=np.int16))
+                 for i in range(0, len(x) - 1280, 1280)]
+        return float(np.mean(np.array(probs) >= 0.85)) if probs else 0.0
+    user_end = min(n, u0 + len(user))
+    return {'erle_db': round(erle_db(mic[a:u0], out[a:u0]), 1),
+            'rtf': round(cpu / (n / RATE), 4), 'frame_ms': 1000 * FRAME // RATE,
+            'echo_voiced_fraction_raw': round(voiced(mic[a:u0]), 3),
+            'echo_voiced_fraction_cancelled': round(voiced(out[a:u0]), 3),
+            'user_voiced_fraction_cancelled': round(voiced(out[u0:user_end]), 3)}
+
+
+def filler_timing(n) -> dict:
+    """A slow tool (2 s): time from its goal to the persona's filler line (1.5 s set)."""
+    from types import SimpleNamespace
+
+    from droid_brain import tools
+    from droid_brain.engine import Engine, RecordingSink, Turn
+    from droid_brain.fake_openai import FakeOpenAI, Reply
+    from droid_brain.llm_openai import OpenAIBackend
+    from droid_brain.memory import SessionMemory
+    from droid_brain.stream import ToolResult
+    delays = []
+    with FakeOpenAI() as srv:
+        for i in range(n):
+            srv.push(Reply.tools([('t', 'get_time', '{}')]), Reply.text('Done.'))
+            sink = RecordingSink()
+
+            def slow(turn, calls):
+                time.sleep(2.0)
+                return [ToolResult(True, '{}') for _ in calls]
+            eng = Engine(OpenAIBackend(srv.base_url, 'm'), SessionMemory('s'), sink, slow,
+                         tools_schema=tools.openai_tools(), persona=SimpleNamespace(name='rex', fallback_line='x',
+                                                 filler_line='One moment.'),
+                         filler_after_s=1.5)
+            eng.run_turn(Turn('f', i, 'time?'))
+            goal = next(e[0] for e in sink.of('trace') if e[3] == 'TOOL_GOAL')
+            filler = next(e[0] for e in sink.of('sentence') if e[4] == 'One moment.')
+            delays.append(filler - goal)
+    return {'n': n, 'filler_after_s': 1.5, 'tool_s': 2.0, 'goal_to_filler_p50_ms':
+            pct(delays, 50), 'goal_to_filler_max_ms': pct(delays, 100)}
 
 
 def amplitude(rec) -> dict:
@@ -193,6 +343,10 @@ def main():
         try:
             ttfa = {'mock': first_audio(MockBackend(), args.n),
                     'espeak': first_audio(EspeakBackend('en-us', 175), args.n)}
+            piper = PiperBackend()
+            piper.load()
+            ttfa['piper'] = first_audio(piper, args.n)
+            out['piper'] = piper_rtf(args.n)
             with FakeElevenLabs(api_key='bench', first_chunk_delay=0.0) as fake:
                 ws = ElevenLabsBackend('bench', use_websocket=True, base_url=fake.base_url,
                                        ws_base_url=fake.ws_base_url)
@@ -208,9 +362,12 @@ def main():
                     args.n)
             out['sentence_to_first_audio_written'] = ttfa
             out['barge_in_stop'] = barge_in(rec, args.n)
+            out['false_barge_in'] = false_barge_in(rec, args.n)
             out['amplitude'] = amplitude(rec)
         finally:
             rec.close()
+    out['echo_cancellation'] = echo_cancellation()
+    out['filler'] = filler_timing(min(args.n, 5))
     print(json.dumps(out, indent=2))
 
 

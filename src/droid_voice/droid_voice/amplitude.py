@@ -62,23 +62,40 @@ class AmplitudeMeter:
 
 
 class DueQueue:
-    """Thread-safe queue of events released when the clock reaches their due time."""
+    """Thread-safe queue of events released when the clock reaches their due time.
+
+    A consumer needs no polling: after :meth:`pop_due` it sleeps in :meth:`wait` until the
+    next due time (:meth:`next_due`) or until :meth:`push` adds an event (which may be due
+    earlier); a push between the two is never missed (``pop_due`` clears the flag that
+    ``push`` sets, under the same lock).
+    """
 
     def __init__(self):
         self._heap: list = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        self._pushed = threading.Event()
 
     def push(self, due: float, event) -> None:
         with self._lock:
             heapq.heappush(self._heap, (float(due), next(self._seq), event))
+            self._pushed.set()
 
     def pop_due(self, now: float) -> list:
         out = []
         with self._lock:
+            self._pushed.clear()
             while self._heap and self._heap[0][0] <= now:
                 out.append(heapq.heappop(self._heap)[2])
         return out
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until an event is pushed (True) or ``timeout`` seconds pass (False)."""
+        return self._pushed.wait(max(0.0, timeout))
+
+    def wake(self) -> None:
+        """Wake a consumer sleeping in :meth:`wait` (e.g. to shut down)."""
+        self._pushed.set()
 
     def next_due(self) -> float | None:
         with self._lock:

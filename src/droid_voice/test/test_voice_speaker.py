@@ -202,3 +202,66 @@ def test_mock_pacing_follows_the_clock_not_the_wall():
     assert u.ended_at - u.started_at == pytest.approx(3.0, abs=1e-6)
     assert wall < 1.0                                 # 3 s of speech in ~0.15 s of wall time
     assert [e.kind for e in events if e.kind in ('started', 'ended')] == ['started', 'ended']
+
+
+class RampBackend(MockBackend):
+    """Audio whose every sample says where it is: sample i has value (i % 20000) + 1."""
+
+    def stream(self, text, voice=None, cancel=None):
+        n = round(self.duration(text) * RATE)
+        pcm = (np.arange(n) % 20000 + 1).astype(np.int16)
+        for i in range(0, n, 1600):
+            yield pcm[i:i + 1600]
+
+
+def test_pause_fades_holds_and_resume_goes_on_from_where_the_fade_began():
+    rig = Rig(RampBackend(words_per_minute=60), fade_s=0.03)
+    u = Utterance('one two three', conversation_id='c')          # 3.0 s
+    nxt = Utterance('four', conversation_id='c', index=1)
+    rig.speaker.submit(u)
+    rig.speaker.submit(nxt)
+    rig.wait_synth(u, nxt)
+    rig.run(1.0)
+    played_at_pause = u.played
+    assert rig.speaker.pause(u) and rig.speaker.current() is u      # fading: still audible
+    rig.run(0.2)
+    assert u.state == 'paused' and rig.speaker.paused() is u and rig.speaker.current() is None
+    assert u.played == played_at_pause                               # the fade is replayed
+    silent_from = len(rig.blocks)
+    rig.run(1.0)
+    assert not np.any(np.concatenate([b for _, b in rig.blocks[silent_from:]]))
+    assert nxt.state == 'queued'                                      # nothing jumps the pause
+    assert rig.speaker.resume(u)
+    rig.run(5.0, until=lambda: nxt.done.is_set())
+    assert [k for k in rig.kinds()] == [('started', 0), ('paused', 0), ('resumed', 0),
+                                        ('ended', 0), ('started', 1), ('ended', 1)]
+    assert u.status == COMPLETED and u.played_s == pytest.approx(3.0)
+    # Every sample of the sentence was heard at full level, in order, exactly once after
+    # the resume point (the fade-in touches only the first 30 ms after the resume).
+    audio = np.round(rig.audio() * 32768.0).astype(np.int64)
+    resumed = next(e.t for e in rig.events if e.kind == 'resumed')
+    start = round((resumed - rig.blocks[0][0]) * RATE)
+    after = audio[start:start + RATE]
+    fade = round(0.03 * RATE)
+    first_full = played_at_pause % 20000 + fade + 1
+    (idx,) = np.flatnonzero(after == first_full)[:1]
+    assert idx <= fade + 2 * 320                   # the fade-in, after a block or two
+    expected = (played_at_pause + fade + np.arange(4000)) % 20000 + 1
+    assert np.array_equal(after[idx:idx + 4000], expected)
+    rig.close()
+
+
+def test_stop_while_paused_ends_it_interrupted_at_once():
+    rig = Rig(ToneBackend(), fade_s=0.03)
+    u = Utterance('one two three', conversation_id='c')
+    rig.speaker.submit(u)
+    rig.wait_synth(u)
+    rig.run(0.5)
+    rig.speaker.pause(u)
+    rig.run(0.2)
+    assert rig.speaker.stop(u, 'barge-in')
+    rig.run(0.1)
+    assert u.status == INTERRUPTED and u.done.is_set()
+    assert [k for k, _ in rig.kinds()] == ['started', 'paused', 'interrupted']
+    assert not rig.speaker.resume(u)
+    rig.close()

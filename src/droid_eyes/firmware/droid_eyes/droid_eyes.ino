@@ -13,10 +13,23 @@
 //
 // Compile-time switches (set here or with arduino-cli --build-property
 // "compiler.cpp.extra_flags=-DEYES_USE_NEOPIXEL=1"):
-//   EYES_USE_MATRIX    1 = two MAX7219 8x8 matrices (LedControl library)
-//   EYES_USE_NEOPIXEL  1 = a NeoPixel ring (Adafruit_NeoPixel library)
+//   EYES_USE_MATRIX    1 = two MAX7219 8x8 matrices (max7219.h, our driver)
+//   EYES_USE_NEOPIXEL  1 = a NeoPixel ring (ws2812.h, our driver)
+// No libraries beyond the Arduino core: both drivers are in this folder.
+//
+// Never losing a byte: the core's serial receive buffer holds 64 bytes, 5.5 ms at 115200
+// baud. Nothing here keeps the loop away from the serial port for more than a fraction
+// of that: the matrices are written with direct port writes, only the rows that changed
+// (~25 us a row for both eyes), the ring with interrupts on between pixels; the longest
+// render() is ~0.75 ms (matrices) / ~1.8 ms (and a 24-pixel ring). So back-to-back
+// frames at the full line rate are all received and acknowledged (the simulator tests,
+// test/test_eyes_firmware_sim.py, send such bursts).
 
 #include "protocol.h"
+#if defined(__AVR__)
+#include <avr/eeprom.h>
+#include <avr/sleep.h>
+#endif
 
 #ifndef EYES_USE_MATRIX
 #define EYES_USE_MATRIX 1
@@ -26,26 +39,33 @@
 #endif
 
 #if EYES_USE_MATRIX
-#include <LedControl.h>
-// MAX7219 pins (the DJ R3X build; change to match your wiring).
-#define PIN_MAX_DIN 12
-#define PIN_MAX_CLK 11
-#define PIN_MAX_CS 10
+// MAX7219 pins: DIN D12, CLK D11, CS D10 (the DJ R3X build; see max7219.h to change them).
 #define MATRIX_COUNT 2  // device 0 = left eye, device 1 = right eye
-LedControl matrix(PIN_MAX_DIN, PIN_MAX_CLK, PIN_MAX_CS, MATRIX_COUNT);
+#define MAX7219_COUNT MATRIX_COUNT
+#include "max7219.h"
+static Max7219Chain matrix;
 #endif
 
 #if EYES_USE_NEOPIXEL
-#include <Adafruit_NeoPixel.h>
-#define PIN_NEOPIXEL 6
-#ifndef NEOPIXEL_COUNT
-#define NEOPIXEL_COUNT 24          // e.g. two 12-pixel rings chained (left then right)
-#endif
+// NeoPixel data on D6 (see ws2812.h to change it).
+#include "ws2812.h"
 #define NEOPIXEL_MAX_BRIGHTNESS 96 // cap (0..255): keeps a USB-powered ring under ~500 mA
-Adafruit_NeoPixel ring(NEOPIXEL_COUNT, PIN_NEOPIXEL, NEO_GRB + NEO_KHZ800);
+static NeoPixelRing ring;
 #endif
 
 #define FRAME_MS 20  // render at 50 Hz
+#define REFRESH_MS 1000  // rewrite every MAX7219 register this often (heals glitches)
+#define EYES_EEPROM_BOOT_COUNTER 0  // EEPROM address of the 16-bit boot counter
+
+// Counters for tests and debugging (the simulator reads them from RAM; not on the wire).
+struct EyesCounters {
+  uint16_t frames;       // good frames received
+  uint16_t amplitudes;   // of which AMPLITUDE
+  uint16_t badFrames;    // bad CRC / bad length
+  uint16_t renders;      // render() calls
+  uint16_t renderMaxUs;  // longest render() [us]
+};
+EyesCounters eyes_counters __attribute__((used));
 
 // ---- state ------------------------------------------------------------------------------
 struct EyeState {
@@ -63,6 +83,9 @@ static uint8_t rxErrors = 0;
 static uint32_t lastHostMs = 0;
 static uint32_t lastHeartbeatMs = 0;
 static uint32_t lastFrameMs = 0;
+#if EYES_USE_MATRIX
+static uint32_t lastRefreshMs = 0;
+#endif
 
 static uint8_t rxBuf[EYES_MAX_FRAME];
 static uint8_t rxLen = 0;
@@ -131,6 +154,7 @@ static void applyState(const uint8_t *p) {
 
 static void handleFrame(uint8_t type, uint8_t seq, const uint8_t *p, uint8_t len) {
   lastHostMs = millis();
+  eyes_counters.frames++;
   switch (type) {
     case EYES_T_HELLO:
       if (len >= 1 && p[0] == EYES_PROTOCOL_VERSION) sendHello(seq);
@@ -153,6 +177,7 @@ static void handleFrame(uint8_t type, uint8_t seq, const uint8_t *p, uint8_t len
       break;
     case EYES_T_AMPLITUDE:
       if (len == 1) amplitude = p[0];
+      eyes_counters.amplitudes++;
       break;
     default:
       nack(seq, EYES_NACK_UNKNOWN_TYPE);
@@ -176,6 +201,7 @@ static void processRx() {
     uint8_t len = rxBuf[1];
     if (len > EYES_MAX_PAYLOAD) {
       if (rxErrors < 255) rxErrors++;
+      eyes_counters.badFrames++;
       nack(rxBuf[3], EYES_NACK_BAD_LENGTH);
       dropRx(1);
       continue;
@@ -188,6 +214,7 @@ static void processRx() {
       dropRx(total);
     } else {
       if (rxErrors < 255) rxErrors++;
+      eyes_counters.badFrames++;
       nack(rxBuf[3], EYES_NACK_BAD_CRC);
       dropRx(1);
     }
@@ -252,13 +279,29 @@ static uint8_t mirror(uint8_t v) {
 static uint8_t lastRows[MATRIX_COUNT][8];
 static int8_t lastIntensity = -1;
 
-static void showRows(uint8_t eye, const uint8_t rows[8], bool mirrorIt) {
+// Every register of every device, as the sketch wants them (at boot and every REFRESH_MS:
+// a MAX7219 glitched by noise, or powered up after the Arduino, comes back by itself).
+static void refreshMatrix() {
+  matrix.writeAll(MAX7219_TEST, 0);
+  matrix.writeAll(MAX7219_DECODE, 0);
+  matrix.writeAll(MAX7219_SCAN_LIMIT, 7);
+  matrix.writeAll(MAX7219_INTENSITY, lastIntensity < 0 ? 0 : (uint8_t)lastIntensity);
   for (uint8_t r = 0; r < 8; r++) {
-    uint8_t v = mirrorIt ? mirror(rows[r]) : rows[r];
-    if (v != lastRows[eye][r]) {  // only changed rows: keeps the SPI traffic small
-      matrix.setRow(eye, r, v);
-      lastRows[eye][r] = v;
-    }
+    uint8_t data[MATRIX_COUNT];
+    for (uint8_t e = 0; e < MATRIX_COUNT; e++) data[e] = lastRows[e][r];
+    matrix.write(MAX7219_DIGIT0 + r, data);
+  }
+  matrix.writeAll(MAX7219_SHUTDOWN, 1);
+}
+
+// Both eyes' rows; only the rows that changed go out (one transfer per row for both).
+static void showRows(const uint8_t left[8], const uint8_t right[8]) {
+  for (uint8_t r = 0; r < 8; r++) {
+    if (left[r] == lastRows[0][r] && right[r] == lastRows[1][r]) continue;
+    uint8_t data[MATRIX_COUNT] = {left[r], right[r]};
+    matrix.write(MAX7219_DIGIT0 + r, data);
+    lastRows[0][r] = left[r];
+    lastRows[1][r] = right[r];
   }
 }
 
@@ -307,54 +350,66 @@ static void renderMatrix(const EyeState &s, float phase, float lvl) {
   }
   uint16_t b = (uint16_t)(s.brightness * lvl);
   if (shape == 0 || b == 0) {
-    for (uint8_t e = 0; e < MATRIX_COUNT; e++) showRows(e, rows, false);  // all zero
+    memset(rows, 0, sizeof(rows));
+    showRows(rows, rows);  // all dark
     return;
   }
   int8_t intensity = (int8_t)(b * 15 / 255);
   if (intensity != lastIntensity) {
-    for (uint8_t e = 0; e < MATRIX_COUNT; e++) matrix.setIntensity(e, intensity);
+    matrix.writeAll(MAX7219_INTENSITY, (uint8_t)intensity);
     lastIntensity = intensity;
   }
-  showRows(0, shape, false);
-  showRows(1, shape, mirrored);
+  uint8_t right[8];
+  for (uint8_t r = 0; r < 8; r++) right[r] = mirrored ? mirror(shape[r]) : shape[r];
+  showRows(shape, right);
 }
 #endif
 
 #if EYES_USE_NEOPIXEL
+// Integer maths per pixel (256 = 1.0): float on the AVR costs ~100 us a pixel, which
+// would keep the loop away from the serial port for milliseconds.
 static void renderRing(const EyeState &s, float phase, float lvl) {
-  uint16_t n = ring.numPixels();
-  float base = (s.brightness / 255.0f) * lvl;
+  const uint16_t n = ring.numPixels();
+  const uint16_t half = n / 2 ? n / 2 : 1;  // pixels per eye
+  const uint16_t step = (uint16_t)(65536UL / half > 65535UL ? 65535UL : 65536UL / half);
+  const uint8_t phase8 = (uint8_t)(phase * 256);
+  uint16_t scale = (uint16_t)(s.brightness * lvl + 0.5f);  // 0..255
+  scale += scale >> 7;                                       // 0..256
+  uint16_t pos = 0;                                          // position in the eye, 8.8
   for (uint16_t i = 0; i < n; i++) {
-    float k = base;
-    float pos = (float)(i % (n / 2 ? n / 2 : 1)) / (n / 2 ? n / 2 : 1);  // per-eye position
+    if (i == half) pos = 0;
+    const uint8_t pos8 = pos >> 8;
+    pos += step;
+    uint16_t f = 256;
     switch (s.pattern) {
       case EYES_PATTERN_SPIN:
       case EYES_PATTERN_THINKING: {
-        float d = pos - phase;
-        if (d < 0) d += 1;
-        k *= d < 0.15f ? 1.0f - d / 0.15f : 0.05f;
+        // a bright head running round the ring with a 15 % tail
+        const uint8_t d = (uint8_t)(pos8 - phase8);
+        f = d < 38 ? 256 - d * 256u / 38 : 13;
         break;
       }
       case EYES_PATTERN_SPEAKING:
-        k *= pos <= amplitude / 255.0f ? 1.0f : 0.1f;
+        f = pos8 <= amplitude ? 256 : 26;
         break;
       case EYES_PATTERN_SAD:
-        k *= pos > 0.5f ? 0.6f : 0.1f;
+        f = pos8 > 128 ? 154 : 26;
         break;
       case EYES_PATTERN_ANGRY:
-        k *= (phase < 0.5f) ? 1.0f : 0.6f;
+        f = phase8 < 128 ? 256 : 154;
         break;
       default: break;
     }
-    ring.setPixelColor(i, ring.Color((uint8_t)(s.r * k), (uint8_t)(s.g * k), (uint8_t)(s.b * k)));
+    const uint16_t m = (uint16_t)(((uint32_t)scale * f) >> 8);  // 0..256 (int is 16-bit)
+    ring.setPixel(i, (uint8_t)((s.r * m) >> 8), (uint8_t)((s.g * m) >> 8),
+                  (uint8_t)((s.b * m) >> 8));
   }
-  // show() blocks interrupts (~30 us per pixel): a byte arriving meanwhile may be lost.
-  // Skip it while a frame is half received; the CRC/NACK/retry path covers the rest.
-  if (rxLen == 0 && Serial.available() == 0) ring.show();
+  ring.show();  // interrupts stay on between pixels: no serial byte is lost
 }
 #endif
 
 static void render(uint32_t now) {
+  uint32_t t0 = micros();
   EyeState s = state;
   if (now - lastHostMs > EYES_LINK_TIMEOUT_MS) {
     // Link lost: a slow dim pulse in the last colour until the host is back.
@@ -370,20 +425,55 @@ static void render(uint32_t now) {
 #if EYES_USE_NEOPIXEL
   renderRing(s, phase, lvl);
 #endif
+#if !EYES_USE_MATRIX && !EYES_USE_NEOPIXEL
+  (void)lvl;  // nothing to show: the link only
+#endif
+  uint32_t took = micros() - t0;
+  eyes_counters.renders++;
+  if (took > eyes_counters.renderMaxUs) eyes_counters.renderMaxUs = took > 65535 ? 65535 : took;
 }
 
 // ---- main -------------------------------------------------------------------------------
-void setup() {
-  Serial.begin(EYES_BAUD);
-  randomSeed(analogRead(A0) ^ (analogRead(A1) << 5) ^ micros());
-  bootId = (uint16_t)random(1, 65535);
-#if EYES_USE_MATRIX
-  for (uint8_t e = 0; e < MATRIX_COUNT; e++) {
-    matrix.shutdown(e, false);
-    matrix.setIntensity(e, 2);
-    matrix.clearDisplay(e);
-    for (uint8_t r = 0; r < 8; r++) lastRows[e][r] = 0;
+// A boot id that differs from the last boot's: a boot counter in EEPROM (2 bytes, one
+// write per boot) mixed with analog noise.
+static uint16_t makeBootId() {
+  uint16_t noise = (uint16_t)(analogRead(A0) ^ (analogRead(A1) << 5) ^ micros());
+#if defined(__AVR__)
+  uint16_t *const counterAddr = (uint16_t *)EYES_EEPROM_BOOT_COUNTER;
+  uint16_t boots = eeprom_read_word(counterAddr) + 1;
+  eeprom_update_word(counterAddr, boots);
+#else
+  uint16_t boots = 1;
+#endif
+  randomSeed(((uint32_t)boots << 16) | noise);
+  uint16_t id = (uint16_t)(boots * 40503u + (noise & 0xFF));
+  return id ? id : 1;
+}
+
+// Sleep until the next interrupt (a serial byte, the 1 ms timer tick): same behaviour,
+// less power, and a simulator skips the idle cycles.
+static void idle() {
+#if defined(__AVR__)
+  set_sleep_mode(SLEEP_MODE_IDLE);
+  cli();
+  if (Serial.available() == 0) {
+    sleep_enable();
+    sei();  // the instruction after SEI runs before any interrupt: no lost wake-up
+    sleep_cpu();
+    sleep_disable();
   }
+  sei();
+#endif
+}
+
+void setup() {
+  bootId = makeBootId();
+  Serial.begin(EYES_BAUD);
+#if EYES_USE_MATRIX
+  matrix.begin();
+  lastIntensity = 2;
+  memset(lastRows, 0, sizeof(lastRows));
+  refreshMatrix();
 #endif
 #if EYES_USE_NEOPIXEL
   ring.begin();
@@ -406,4 +496,11 @@ void loop() {
     lastFrameMs = now;
     render(now);
   }
+#if EYES_USE_MATRIX
+  if (now - lastRefreshMs >= REFRESH_MS) {
+    lastRefreshMs = now;
+    refreshMatrix();
+  }
+#endif
+  idle();
 }

@@ -1,4 +1,5 @@
-// Runs the sketch on the host: feeds stdin to Serial (in chunks, interleaved with
+// Runs the sketch on the host (the drivers' host branches record what they would send):
+// feeds stdin to Serial (in chunks, interleaved with
 // loop() calls at 1 ms per call), writes the sketch's serial output to stdout and the
 // final LED state to stderr. Usage: host_eyes <milliseconds to run>
 #include <cstdio>
@@ -27,14 +28,15 @@ int main(int argc, char **argv) {
   fprintf(stderr, "STATE %u %u %u %u %u %u %u\n", state.pattern, state.r, state.g, state.b,
           state.brightness, state.speedCentiHz, amplitude);
 #if EYES_USE_MATRIX
+  // what the MAX7219 driver (host branch of max7219.h) wrote into each device
   for (int e = 0; e < MATRIX_COUNT; e++) {
-    fprintf(stderr, "ROWS %d %d", e, matrix.intensity[e]);
-    for (int r = 0; r < 8; r++) fprintf(stderr, " %u", matrix.rows[e][r]);
+    fprintf(stderr, "ROWS %d %d", e, matrix.regs[e][MAX7219_INTENSITY]);
+    for (int r = 0; r < 8; r++) fprintf(stderr, " %u", matrix.regs[e][MAX7219_DIGIT0 + r]);
     fprintf(stderr, "\n");
   }
 #endif
 #if EYES_USE_NEOPIXEL
-  fprintf(stderr, "RING %d %u\n", ring.shows, (unsigned)ring.px[0]);
+  fprintf(stderr, "RING %lu %u\n", ring.shows, (unsigned)ring.pixel(0));
 #endif
   return 0;
 }

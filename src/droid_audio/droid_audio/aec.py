@@ -1,0 +1,186 @@
+"""Echo cancellation of the droid's own voice and music on the microphone path (plain
+Python, no rclpy).
+
+The tts and music nodes publish what they play on ``audio/playback`` (16 kHz mono,
+stamped with the time it is heard). :class:`ReferenceBuffer` lays those blocks on a
+timeline (several players add up); :class:`EchoCanceller` runs WebRTC audio processing
+(AEC3 echo cancellation, optional noise suppression and high-pass filter; the ``livekit``
+wheel's ``rtc.AudioProcessingModule``, Apache-2.0) on every 10 ms of microphone audio, with
+the reference heard at the same time as the far-end signal. AEC3 estimates the remaining
+delay (the room, the sound card) itself; ``delay_ms`` is only a hint.
+
+Without the ``livekit`` package the canceller is unavailable (:attr:`EchoCanceller.error`)
+and the microphone audio passes through unchanged; the listener's self-hearing guard stays
+as the backstop either way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+RATE = 16000
+FRAME = RATE // 100                      # 10 ms: what WebRTC audio processing works on
+
+
+class ReferenceBuffer:
+    """What was played, on a timeline: ``add(t, samples)``, ``take(t, n)``. Thread-safe.
+
+    Keeps ``seconds`` of audio behind the newest sample; blocks older than that, or
+    further than ``seconds`` ahead of the newest one read, are ignored.
+    """
+
+    def __init__(self, seconds: float = 4.0, rate: int = RATE):
+        self.rate = int(rate)
+        self.size = int(seconds * rate)
+        self._buf = np.zeros(self.size, dtype=np.float32)
+        self._origin: int | None = None   # absolute sample index of _buf[0]
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self.blocks = 0
+        self.last_t: float | None = None
+        self.covered_until: float | None = None   # end time of the newest block received
+
+    def _index(self, t: float) -> int:
+        return int(round(t * self.rate))
+
+    def _slide(self, end: int) -> None:
+        """Make ``end`` (absolute, exclusive) fit: slide the window forward."""
+        if self._origin is None:
+            self._origin = end - self.size
+        shift = end - (self._origin + self.size)
+        if shift <= 0:
+            return
+        if shift >= self.size:
+            self._buf[:] = 0.0
+        else:
+            self._buf[:-shift] = self._buf[shift:]
+            self._buf[-shift:] = 0.0
+        self._origin += shift
+
+    def add(self, t: float, samples) -> None:
+        x = np.asarray(samples, dtype=np.float32)
+        if x.size == 0 or not np.isfinite(t):
+            return
+        start = self._index(t)
+        with self._lock:
+            if self._origin is not None and start + x.size > self._origin + 2 * self.size:
+                self._origin = None      # a jump far ahead (a new clock): start afresh
+                self._buf[:] = 0.0
+            self._slide(start + x.size)
+            lo = max(start, self._origin)
+            if lo >= start + x.size:
+                return                   # entirely too old
+            i = lo - self._origin
+            self._buf[i:i + (start + x.size - lo)] += x[lo - start:]
+            self.blocks += 1
+            self.last_t = t
+            end = t + x.size / self.rate
+            if self.covered_until is None or end > self.covered_until:
+                self.covered_until = end
+            self._arrived.notify_all()
+
+    def wait_covered(self, t_end: float, timeout: float, active_s: float = 1.0) -> bool:
+        """Wait (up to ``timeout`` s) until the reference reaches ``t_end``, if a player
+        is active (its stream reached within ``active_s`` of ``t_end``). The players
+        stream their audio slightly ahead of time, but under load a block can arrive after
+        the microphone audio it echoes in: cancelling against a missing reference would
+        let that echo through. True if covered (or no player is active)."""
+        deadline = None
+        with self._lock:
+            while True:
+                cov = self.covered_until
+                if cov is None or cov >= t_end or cov < t_end - active_s:
+                    return True
+
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + timeout
+                if now >= deadline:
+                    return False
+                self._arrived.wait(deadline - now)
+
+    def take(self, t: float, n: int) -> np.ndarray:
+        """``n`` samples heard from time ``t`` (zeros where nothing was played)."""
+        out = np.zeros(n, dtype=np.float32)
+        start = self._index(t)
+        with self._lock:
+            if self._origin is None:
+                return out
+            lo = max(start, self._origin)
+            hi = min(start + n, self._origin + self.size)
+            if hi > lo:
+                out[lo - start:hi - start] = self._buf[lo - self._origin:hi - self._origin]
+        return out
+
+
+class EchoCanceller:
+    """WebRTC AEC on 16 kHz mono int16 blocks, 10 ms at a time, with a reference buffer."""
+
+    def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
+                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1,
+                 max_wait_s: float = 0.15):
+        self.reference = reference
+        self.max_wait_s = float(max_wait_s)
+        self.late_reference = 0
+        self.resync_s = float(resync_s)
+        self._next_t: float | None = None
+        self.resyncs = 0
+        self.error = ''
+        self._apm = None
+        self._rtc = None
+        self.frames = 0
+        try:
+            from livekit import rtc
+            self._rtc = rtc
+            self._apm = rtc.AudioProcessingModule(echo_cancellation=True,
+                                                  noise_suppression=bool(noise_suppression),
+                                                  high_pass_filter=bool(high_pass))
+            self._apm.set_stream_delay_ms(int(delay_ms))
+        except Exception as exc:  # noqa: BLE001 - not installed, no native library
+            self.error = f'echo cancellation unavailable ({type(exc).__name__}: {exc})'
+
+    @property
+    def available(self) -> bool:
+        return self._apm is not None
+
+    def _frame(self, samples: np.ndarray):
+        return self._rtc.AudioFrame(samples.astype(np.int16).tobytes(), RATE, 1, FRAME)
+
+    def process(self, samples, t: float) -> np.ndarray:
+        """Cancel the echo in ``samples`` (int16, captured from time ``t``).
+
+        Whole 10 ms frames are processed (the microphone path's 80 ms blocks are eight);
+        a remainder shorter than 10 ms passes through unchanged.
+        """
+        x = np.asarray(samples, dtype=np.int16).reshape(-1)
+        if not self.available:
+            return x
+        # Capture stamps are re-anchored by tens of ms now and then; the audio is
+        # continuous. A jump in the reference alignment makes AEC3 lose its lock for a
+        # second, so follow the samples and re-align only when really off (lost audio).
+        if self._next_t is not None and abs(t - self._next_t) < self.resync_s:
+            t = self._next_t
+        elif self._next_t is not None:
+            self.resyncs += 1
+        self._next_t = t + x.size / RATE
+        if not self.reference.wait_covered(self._next_t, self.max_wait_s):
+            self.late_reference += 1
+        out = x.copy()
+        for i in range(0, (x.size // FRAME) * FRAME, FRAME):
+            ref = self.reference.take(t + i / RATE, FRAME)
+            self._apm.process_reverse_stream(self._frame(np.clip(np.round(ref), -32768, 32767)))
+            mframe = self._frame(x[i:i + FRAME])
+            self._apm.process_stream(mframe)
+            out[i:i + FRAME] = np.frombuffer(bytes(mframe.data), dtype=np.int16)
+            self.frames += 1
+        return out
+
+
+def erle_db(mic: np.ndarray, cleaned: np.ndarray) -> float:
+    """Echo return loss enhancement [dB]: mic power over cleaned power (echo-only audio)."""
+    def power(v):
+        return float(np.mean(np.asarray(v, dtype=np.float64) ** 2)) + 1e-9
+    return 10.0 * float(np.log10(power(mic) / power(cleaned)))
