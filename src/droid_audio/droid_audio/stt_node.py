@@ -111,6 +111,7 @@ class SttNode(Node):
         # audio at the detection point.
         self.strip = ()
 
+        self.activity = track_activity(self)    # with the endpoints: the contract
         self.pub = self.create_publisher(Transcription, names.TRANSCRIPTION, RELIABLE_QOS)
         self.trace_pub = self.create_publisher(TraceEvent, names.TRACE, RELIABLE_QOS)
         self.diag = Diagnostics(self, hardware_id='faster-whisper')
@@ -129,7 +130,6 @@ class SttNode(Node):
         self._downloaded = False
         self._logged_step = -1
         self.diag.set(WARN, 'loading model', model=self.model_name)
-        self.activity = track_activity(self)
         self._worker = self.activity.spawn(self._work, 'stt-worker')
 
     # ---- model ----------------------------------------------------------------------------------

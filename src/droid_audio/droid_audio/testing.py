@@ -21,8 +21,9 @@ PKG_SRC = str(Path(__file__).resolve().parent.parent)   # src/droid_audio (or si
 
 
 def pick_domain() -> int:
-    """A ROS domain id for one test run (different per process, 100..199)."""
-    return 100 + os.getpid() % 100
+    """A ROS domain id for one test (no other test process on this machine has it)."""
+    from droid_common.testing import free_domain
+    return free_domain()
 
 
 def ros_env(domain: int, extra: dict | None = None) -> dict:

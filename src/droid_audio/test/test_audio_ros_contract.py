@@ -140,7 +140,7 @@ def test_missing_models_are_clear_errors_and_nodes_stay_up(tmp_path):
 
 
 def test_mock_microphone_is_paced_by_the_node_clock(tmp_path):
-    """Under use_sim_time the mock microphone follows /clock: 10x faster than real time."""
+    """Under use_sim_time the mock microphone follows /clock: many times faster than real time."""
     import time
 
     from rosgraph_msgs.msg import Clock

@@ -33,6 +33,7 @@ from droid_common.ros import (
     now_sec,
     run,
 )
+from droid_common.ros_activity import track_activity
 from rcl_interfaces.srv import GetParameters
 from rclpy.action import ActionClient
 from rclpy.node import Node
@@ -108,6 +109,7 @@ class MindMonitorNode(Node):
                                  RELIABLE_QOS)
         self._last_look = None
         self.create_timer(min(0.05, p['ping_period_s'] / 2), self._tick)
+        self.activity = track_activity(self)   # tells a replay when it is done
         self.diag.set(WARN, self.link.describe(now_sec(self)), component='mind',
                       **self._values())
         self.get_logger().info(f"watching the mind: {', '.join(self.link.nodes)} "

@@ -17,8 +17,9 @@ included. It starts only once every node is up, matched with its peers, idle and
 its startup messages. Recorded events (see droid_bringup.replay) go to ``--out`` as JSON
 lines.
 
-Which nodes must answer: the droid's nodes (droid_bringup.profiles) minus ``--disable``
-(default ``microphone``, as the launch line above), or ``--nodes``. Every droid node
+Which nodes must answer: the droid's nodes for ``--role`` (default ``all``;
+droid_bringup.profiles) minus ``--disable`` (default ``microphone``, as the launch line
+above), or ``--nodes``. Every droid node
 reports (droid_common.ros_activity); another node publishing into the graph during a replay
 makes it wait for messages nobody accounts for.
 """
@@ -38,7 +39,7 @@ from rosgraph_msgs.msg import Clock
 from rosidl_runtime_py.convert import message_to_ordereddict
 from rosidl_runtime_py.utilities import get_message
 
-from droid_bringup.profiles import PARTS
+from droid_bringup.profiles import parts_of
 from droid_bringup.replay import (PUBLISHER, RECORDED_STAGES, SUBSCRIBER, Normaliser,
                                   Quiescence, read_bag, report_from_msg, sort_events,
                                   write_events)
@@ -223,11 +224,13 @@ class Replay(Node):
                                   + '\n  '.join(problems))
 
 
-def expected_nodes(nodes: str, disable: str) -> list:
+def expected_nodes(nodes: str, disable: str, role: str = 'all') -> list:
+    """The node names that must report: ``nodes``, else the parts a ``role`` host starts
+    (as droid.launch.py does) minus ``disable``."""
     if nodes:
         return [n.strip() for n in nodes.split(',') if n.strip()]
     skipped = {n.strip() for n in disable.split(',') if n.strip()}
-    return [p.name for p in PARTS if p.name not in skipped]
+    return [name for name in parts_of(role) if name not in skipped]
 
 
 def main(argv=None):
@@ -245,6 +248,8 @@ def main(argv=None):
                    help='wall seconds a tick may take before the replay gives up')
     p.add_argument('--disable', default='microphone',
                    help='droid nodes not running (as the launch argument disable:=)')
+    p.add_argument('--role', default='all',
+                   help='the role the droid was launched with (as the launch argument role:=)')
     p.add_argument('--verbose', action='store_true', help='say how each tick settles')
     p.add_argument('--nodes', default='',
                    help='comma-separated node names that must report (default: the droid\'s)')
@@ -256,7 +261,7 @@ def main(argv=None):
     if not messages:
         print(f'replay: {args.bag} has no messages', file=sys.stderr)
         sys.exit(2)
-    node = Replay(messages, expected_nodes(args.nodes, args.disable))
+    node = Replay(messages, expected_nodes(args.nodes, args.disable, args.role))
     node.verbose = args.verbose
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -293,6 +298,10 @@ def main(argv=None):
             if left > 0:
                 time.sleep(left)
             t += tick_ns
+        # One more tick: the last one's end-of-tick outputs (activity.defer) come out.
+        rounds += node.prepare(t, args.tick_timeout)
+        node.tick(t)
+        rounds += node.settle(t, args.tick_timeout)
         for note in node.quiet.notes:
             print(f'replay: note: {note}', flush=True)
         norm = Normaliser()

@@ -19,12 +19,12 @@ rclpy = pytest.importorskip('rclpy')
 
 from droid_bringup.replay import diff, read_events, write_events  # noqa: E402
 from droid_common.contract import constants, constants_with_prefix  # noqa: E402
-from droid_common.testing import Process, ros_test_env  # noqa: E402
+from droid_common.testing import Process, free_domain, ros_test_env  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / 'replay'
 SPEECH = constants('SpeechEvent')
 STAGE = constants_with_prefix('TraceEvent', 'STAGE_')
-DOMAIN = 100 + os.getpid() % 100     # a graph of its own
+DOMAIN = free_domain()               # a graph of its own
 
 
 def replay(name: str, out: Path, *args: str) -> list:

@@ -223,6 +223,11 @@ class EyesNodeBase(Node):
             self.trace_pub.publish(msg)
 
     def _publish_state(self) -> None:
+        # Under a replay, once per tick: the look the tick's events led to, whatever order
+        # they were handled in (droid_common.activity.defer).
+        self.activity.defer('eyes/state', self._publish_state_now)
+
+    def _publish_state_now(self) -> None:
         look = self.expr.look
         msg = EyeState()
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -121,6 +121,8 @@ class Activity:
         self._cb_waits: list = []      # waits inside callbacks
         self._workers: dict = {}       # Thread -> _Worker
         self._channels: list = []
+        self.deferring = False         # a replay drives the clock: defer() waits for the tick's end
+        self._deferred: dict = {}      # key -> fn, the latest per key
         self._tasks_fn = None          # -> executor tasks queued or running (glue)
         self.before_callback = None    # called before every wrapped callback (glue: the clock)
         self._sources: list = []       # fn(now) -> (busy reason or '', next due or None)
@@ -199,6 +201,25 @@ class Activity:
     def in_callback(self) -> bool:
         return getattr(self._local, 'depth', 0) > 0
 
+    # -- outputs of the instant ----------------------------------------------------------------
+    def defer(self, key, fn) -> None:
+        """Publish a state now, or, under a replay, once at the end of the tick (the latest
+        ``fn`` per ``key``): several inputs of one sim instant handled in either order then
+        give the same output, the state they lead to."""
+        with self._cond:
+            if self.deferring:
+                self._deferred[key] = fn
+                return
+        fn()
+
+    def flush(self) -> None:
+        """Run the deferred outputs (the glue does at the end of each replay tick)."""
+        with self._cond:
+            items = sorted(self._deferred.items(), key=lambda kv: str(kv[0]))
+            self._deferred.clear()
+        for _key, fn in items:
+            fn()
+
     # -- worker threads ---------------------------------------------------------------------
     def spawn(self, target, name: str, args=(), daemon: bool = True) -> threading.Thread:
         """Start a worker thread: busy from now on except while it waits here."""
@@ -233,14 +254,18 @@ class Activity:
 
     # -- waits ------------------------------------------------------------------------------
     def wait(self, predicate=None, timeout: float | None = None, poll: float | None = None,
-             wall_timeout: float | None = None, what: str = '') -> bool:
+             wall_timeout: float | None = None, what: str = '',
+             until: float | None = None) -> bool:
         """Idle until ``predicate()`` is true (returns True), or ``timeout`` seconds pass on
-        the node clock or ``wall_timeout`` seconds of wall time (returns False).
+        the node clock (or it reaches ``until``) or ``wall_timeout`` seconds of wall time
+        pass (returns False).
 
         ``predicate`` must be cheap, thread-safe and without side effects: the replay's
         reporter calls it too, to tell whether this thread is about to wake up.
         """
         deadline = None if timeout is None else self.now() + max(0.0, float(timeout))
+        if until is not None:
+            deadline = float(until) if deadline is None else min(deadline, float(until))
         return self._wait(predicate, deadline, poll, wall_timeout, what)
 
     def sleep_until(self, t: float, cancel: threading.Event | None = None,

@@ -9,6 +9,9 @@ waits. The glue then, with no further code in the node:
   requests; busy while a goal, cancel or service request waits for its response) and action
   servers (count requests handled, feedback and results);
 - asks rclpy about due timers and the executor's queued tasks;
+- under a replay, holds the outputs a node hands to ``activity.defer`` until the tick's end
+  (the next PREPARE probe), so they show the state the tick led to, whatever the order its
+  inputs were handled in;
 - answers each ``droid_msgs/ActivityProbe`` on ``activity/probe`` with a
   ``droid_msgs/ActivityReport`` on ``activity/report``: a PREPARE probe at once, keeping its
   time to apply before the next callback of any kind (and on the SETTLE probe), so that no
@@ -95,7 +98,12 @@ class _Tracker:
     # -- probes and reports --------------------------------------------------------------
     def _on_probe(self, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.act.deferring = True       # replayed: defer() outputs wait for the tick's end
         if msg.step == msg.STEP_PREPARE:
+            try:
+                self.act.flush()        # the end of the tick: its outputs, at its time
+            except Exception as exc:  # noqa: BLE001 - a bad output must not stop the replay
+                self.node.get_logger().error(f'deferred output failed: {exc!r}')
             with self._clock_lock:
                 if self._pending_ns is None or stamp > self._pending_ns:
                     self._pending_ns = stamp

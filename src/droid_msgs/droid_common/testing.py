@@ -217,6 +217,38 @@ class Process:
         return False
 
 
+_DOMAIN_LOCKS: dict = {}
+
+
+def free_domain(lo: int = 100, hi: int = 200) -> int:
+    """A ROS domain id in [lo, hi) that no other process on this machine holds through this
+    function (an exclusive lock on /tmp/droid-ros-domain-<id>.lock, kept until the process
+    ends): several test runs at once on one machine then never share a graph. Each call
+    takes a new id while there are free ones, then this process's own ids again, oldest
+    first."""
+    import fcntl
+    span = hi - lo
+    start = os.getpid() % span
+    for k in range(span):
+        domain = lo + (start + k) % span
+        if domain in _DOMAIN_LOCKS:
+            continue
+        f = open(os.path.join(tempfile.gettempdir(), f'droid-ros-domain-{domain}.lock'), 'w')
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _DOMAIN_LOCKS[domain] = f
+        return domain
+    own = [d for d in _DOMAIN_LOCKS if lo <= d < hi]
+    if not own:
+        raise RuntimeError(f'no free ROS domain id in [{lo}, {hi})')
+    domain = own[0]
+    _DOMAIN_LOCKS[domain] = _DOMAIN_LOCKS.pop(domain)     # now the newest
+    return domain
+
+
 def ros_test_env(**extra) -> dict:
     """Environment for ROS processes a test starts: loopback-only DDS, a private domain."""
     env = dict(os.environ)

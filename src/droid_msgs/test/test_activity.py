@@ -198,3 +198,33 @@ def test_untracked_activity_still_waits_and_sleeps():
     clock = FakeClock(3.0)
     act = A.on_clock(clock)
     assert act.now() == 3.0 and A.on_clock(clock, act) is act
+
+
+def test_a_wait_until_an_absolute_time():
+    clock = FakeClock(5.0)
+    act = A.Activity(clock, poll_s=0.002)
+    out = []
+    t = threading.Thread(target=lambda: out.append(act.wait(lambda: False, until=5.25)))
+    t.start()
+    assert wait_for(lambda: act._workers)
+    assert act.state().next_due == 5.25
+    clock.t = 5.25
+    act.notify()
+    t.join(5)
+    assert out == [False]
+
+
+def test_deferred_outputs_wait_for_the_end_of_the_tick_under_a_replay():
+    act = A.Activity(FakeClock())
+    out = []
+    act.defer('state', lambda: out.append('now'))      # not replayed: at once
+    assert out == ['now']
+    act.deferring = True
+    act.defer('state', lambda: out.append('first'))
+    act.defer('b', lambda: out.append('b'))
+    act.defer('state', lambda: out.append('latest'))   # latest per key wins
+    assert out == ['now']
+    act.flush()
+    assert out == ['now', 'b', 'latest']                 # in key order
+    act.flush()
+    assert out == ['now', 'b', 'latest']

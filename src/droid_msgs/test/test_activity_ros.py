@@ -5,7 +5,6 @@ thread takes a while over each message — and a probe node playing the replay: 
 keeps the next time and applies it before any callback; SETTLE is answered only once the
 node has nothing left to do at that time, with its message counts."""
 
-import os
 import threading
 import time
 
@@ -16,6 +15,7 @@ rclpy = pytest.importorskip('rclpy')
 from droid_common.activity import PUBLISHER, SUBSCRIBER  # noqa: E402
 from droid_common.ros import RELIABLE_QOS  # noqa: E402
 from droid_common.ros_activity import track_activity  # noqa: E402
+from droid_common.testing import free_domain  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -24,7 +24,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from droid_msgs.msg import ActivityProbe, ActivityReport  # noqa: E402
 
-DOMAIN = 210 + os.getpid() % 20
+DOMAIN = free_domain()
 SIM = [Parameter('use_sim_time', value=True)]
 
 

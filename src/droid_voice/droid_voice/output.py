@@ -177,9 +177,8 @@ class MockOutput:
                 act.wait(lambda: self._stop.is_set() or self.clock() > 0.0, poll=self.poll_s,
                          what='clock start')
             else:                    # idle until the next block is due, or new audio
-                act.wait(lambda: self._stop.is_set() or self._wake.is_set(),
-                         timeout=max(0.0, nxt - self.clock()), poll=self.poll_s,
-                         what='next block')
+                act.wait(lambda: self._stop.is_set() or self._wake.is_set(), until=nxt,
+                         poll=self.poll_s, what='next block')
 
     def close(self) -> None:
         self._stop.set()

@@ -13,6 +13,7 @@ rclpy = pytest.importorskip('rclpy')
 
 from ament_index_python.packages import get_package_share_directory
 from droid_common import names
+from droid_common.testing import free_domain
 from droid_common.ros import LATCHED_SUB_QOS
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
@@ -21,7 +22,7 @@ from rclpy.node import Node
 from droid_msgs.action import Speak
 from droid_msgs.msg import MusicState
 
-DOMAIN = 200 + os.getpid() % 30
+DOMAIN = free_domain()
 NS = 'voicelaunch'
 
 

@@ -17,6 +17,7 @@ rclpy = pytest.importorskip('rclpy')
 import soundfile as sf
 from diagnostic_msgs.msg import DiagnosticArray
 from droid_common import names
+from droid_common.testing import free_domain
 from droid_common.ros import (LATCHED_QOS, LATCHED_SUB_QOS, RELIABLE_QOS, SENSOR_QOS, to_sec,
                               to_time_msg)
 from droid_common.testing import PulseAudioServer
@@ -43,7 +44,7 @@ from droid_msgs.msg import (
 )
 from droid_msgs.srv import MusicControl
 
-DOMAIN = 200 + os.getpid() % 30
+DOMAIN = free_domain()
 
 
 @pytest.fixture(scope='module')
