@@ -106,6 +106,10 @@ class Feeder:
         return done
 
     def _run(self):
+        try:        # the user must not stutter on a busy machine: real-time priority if allowed
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        except (AttributeError, OSError):
+            pass
         t_next = time.monotonic()
         zeros = np.zeros(BLOCK, np.int16)
         while not self._stop.is_set():
@@ -166,13 +170,17 @@ class Recorder:
             time.sleep(0.1)
         return False
 
-    def timeline(self):
-        """(samples, capture time of each sample): a robust offset over all callbacks
-        (the recording is continuous; callback times jitter)."""
+    def timeline(self, t0: float, t1: float):
+        """(samples, capture time of each sample) of the callbacks around [t0, t1]: one
+        robust offset over those callbacks (callback times jitter; the source may have
+        paused earlier, so the whole recording is not one timeline)."""
         with self._lock:
-            parts = list(self.parts)
+            parts = [(t, p) for t, p in self.parts if t0 - 1.0 <= t <= t1 + 1.0]
+        if not parts:
+            return np.zeros(0, np.float32), np.zeros(0)
         x = np.concatenate([p for _, p in parts])
         starts = np.cumsum([0] + [len(p) for _, p in parts])[:-1]
+        # a callback's time is the capture time of its first sample (ADC time)
         offset = float(np.median(np.array([t for t, _ in parts]) - starts / RATE))
         return x, offset + np.arange(len(x)) / RATE
 
@@ -181,14 +189,14 @@ class Recorder:
 
 
 def last_voiced(rec: Recorder, t0: float, t1: float):
-    x, t = rec.timeline()
+    x, t = rec.timeline(t0, t1)
     m = (t >= t0) & (t < t1)
     idx = np.nonzero(m & (np.abs(x) > VOICED))[0]
     return float(t[idx[-1]] + 1.0 / RATE) if idx.size else None
 
 
 def first_audible(rec: Recorder, t0: float, t1: float):
-    x, t = rec.timeline()
+    x, t = rec.timeline(t0, t1)
     idx = np.nonzero((t >= t0) & (t < t1) & (np.abs(x) > AUDIBLE))[0]
     return float(t[idx[0]]) if idx.size else None
 
@@ -462,6 +470,7 @@ def main() -> int:
         'first_clause_chars': args.first_clause_chars,
         'stt_model': model,
         'feeder_late': feeder.late,
+        'recorder_overflows': {'mic': mic.overflows, 'monitor': mon.overflows},
         'load_avg_before': [round(x, 2) for x in load_before],
         'load_avg_after': [round(x, 2) for x in load_after],
         'cpus': os.cpu_count(),

@@ -169,16 +169,20 @@ def resolve_piper_voice(name: str, voice_dir: str = '') -> tuple:
     raise ProviderError(f'Piper voice {name!r} not found (tried: {", ".join(tried)})')
 
 
-def clauses(text: str, min_chars: int = 40) -> list:
+def clauses(text: str, min_chars: int = 40, first_chars: int = 0) -> list:
     """``text`` cut after commas, semicolons and colons into pieces of at least
     ``min_chars`` characters (0 = not cut): a long sentence's first audio comes after its
-    first clause is synthesised, not the whole sentence."""
+    first clause is synthesised, not the whole sentence. ``first_chars`` (if smaller) is
+    the least length of the first piece: the sooner it is synthesised, the sooner the
+    sentence starts (later pieces are synthesised while it plays)."""
     import re
     if min_chars <= 0:
         return [text]
+    first_min = min(first_chars, min_chars) if first_chars > 0 else min_chars
     out: list = []
     for piece in re.split(r'(?<=[,;:])\s+', text.strip()):
-        if out and len(out[-1]) < min_chars:
+        least = first_min if len(out) == 1 else min_chars
+        if out and len(out[-1]) < least:
             out[-1] = f'{out[-1]} {piece}'
         else:
             out.append(piece)
@@ -195,9 +199,10 @@ class PiperBackend(Backend):
     name = 'piper'
 
     def __init__(self, default_voice: str = DEFAULT_PIPER_VOICE, voice_dir: str = '',
-                 length_scale: float = 0.0, clause_chars: int = 40):
+                 length_scale: float = 0.0, clause_chars: int = 40, first_clause_chars: int = 0):
         self.default_voice = default_voice or DEFAULT_PIPER_VOICE
         self.clause_chars = int(clause_chars)       # 0 = whole sentences
+        self.first_clause_chars = int(first_clause_chars)   # 0 = as clause_chars
         self.voice_dir = voice_dir
         self.length_scale = float(length_scale) or None    # None = the voice's own
         self._voices: dict = {}
@@ -226,7 +231,7 @@ class PiperBackend(Backend):
         v = self.load(voice.piper_voice)
         rate = int(v.config.sample_rate)
         try:
-            for part in clauses(text, self.clause_chars):
+            for part in clauses(text, self.clause_chars, self.first_clause_chars):
                 for raw in v.synthesize_stream_raw(part, length_scale=self.length_scale):
                     if cancel is not None and cancel.is_set():
                         return

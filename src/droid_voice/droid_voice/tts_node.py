@@ -212,6 +212,12 @@ class TtsNode(Node):
                                           'into pieces of at least this many characters), so '
                                           'it starts speaking sooner (0 = whole sentences)',
                                           min_value=0, max_value=1000, read_only=True)
+        d['piper_first_clause_chars'] = declare(self, 'piper_first_clause_chars', 15,
+                                                'The first clause of a sentence may be this '
+                                                'short (at least), so its first audio is '
+                                                'ready sooner; the rest is synthesised while '
+                                                'it plays (0 = as piper_clause_chars)',
+                                                min_value=0, max_value=1000, read_only=True)
         d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
                                     'persona has no offline_voice', read_only=True)
         d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
@@ -301,7 +307,7 @@ class TtsNode(Node):
         """Piper (then espeak-ng for a sentence Piper cannot say), or espeak-ng alone when
         the Piper voice does not load. Loading happens here, once, not on the first reply."""
         piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'],
-                             p['piper_clause_chars'])
+                             p['piper_clause_chars'], p['piper_first_clause_chars'])
         try:
             piper.load()
         except ProviderError as exc:

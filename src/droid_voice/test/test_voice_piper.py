@@ -108,3 +108,10 @@ def test_clauses_cut_long_sentences_after_punctuation_only():
                                  'the band plays all night: every night.']
     assert clauses(text, 0) == [text]
     assert clauses('Short, one.', 40) == ['Short, one.']
+    # The first piece may be shorter: its audio is ready sooner, the rest follows.
+    assert clauses(text, 40, 20) == ['Welcome to the cantina,',
+                                     'friend, where the music never stops; the band plays '
+                                     'all night: every night.']
+    assert clauses('Hot, dry and sandy, with two suns all day long.', 40, 15) == [
+        'Hot, dry and sandy,', 'with two suns all day long.']
+    assert clauses(text, 40, 60) == clauses(text, 40)
