@@ -21,12 +21,12 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from droid_bringup.profiles import PARTS  # noqa: E402
+from droid_bringup.profiles import parts_of  # noqa: E402
 from droid_common.testing import Process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 ROS_SETUP = Path('/opt/ros/jazzy/setup.bash')
-NODES = {p.name for p in PARTS}
+NODES = set(parts_of('all'))           # what role:=all (the default) starts
 # What a login shell has before anything ROS or droid (plus the user's cache location,
 # so run_droid.sh finds the virtual environment it made before).
 KEEP = ('HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TERM', 'TMPDIR', 'XDG_CACHE_HOME',

@@ -26,7 +26,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from droid_bringup.profiles import PARTS  # noqa: E402
+from droid_bringup.profiles import parts_of  # noqa: E402
 from droid_common import names  # noqa: E402
 from droid_common.testing import Process, ros_test_env  # noqa: E402
 from droid_eyes.virtual_device import VirtualEyesDevice  # noqa: E402
@@ -44,7 +44,7 @@ from droid_msgs.msg import (  # noqa: E402
 )
 from droid_msgs.srv import InjectUtterance  # noqa: E402
 
-ALL_NODES = {p.name for p in PARTS}
+ALL_NODES = set(parts_of('all'))       # what role:=all (the default) starts
 STATES = ('idle', 'listening', 'speaking', 'music', 'tool', 'turn', 'reconnecting')
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

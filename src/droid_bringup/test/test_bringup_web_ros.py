@@ -27,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from websockets.exceptions import InvalidStatus  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from droid_bringup.profiles import PARTS  # noqa: E402
+from droid_bringup.profiles import parts_of  # noqa: E402
 from droid_common import names  # noqa: E402
 from droid_common.contract import constants, constants_with_prefix  # noqa: E402
 from droid_common.ros import LATCHED_QOS, RELIABLE_QOS  # noqa: E402
@@ -103,7 +103,7 @@ def droid():
                   'dashboard:=false'], env=env) as launch:
         probe = Probe()
         try:
-            wanted = {p.name for p in PARTS}
+            wanted = set(parts_of('all'))
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 if wanted <= set(probe.node.get_node_names()):
