@@ -6,8 +6,13 @@ stamped with the time it is heard). :class:`ReferenceBuffer` lays those blocks o
 timeline (several players add up); :class:`EchoCanceller` runs WebRTC audio processing
 (AEC3 echo cancellation, optional noise suppression and high-pass filter; the ``livekit``
 wheel's ``rtc.AudioProcessingModule``, Apache-2.0) on every 10 ms of microphone audio, with
-the reference heard at the same time as the far-end signal. AEC3 estimates the remaining
-delay (the room, the sound card) itself; ``delay_ms`` is only a hint.
+the reference heard ``lead_ms`` earlier than the microphone audio it goes with. AEC3
+estimates the remaining delay (the room, the sound card) itself, but only a causal one: an
+echo that reaches the microphone before its reference cannot be cancelled, and the two
+stamps (playback: when it is heard; capture: when it was recorded) are each a few tens of
+ms off. The lead keeps the reference ahead of its echo however the two errors add up (the
+echo tests found the echo within about +-25 ms of the reference's stamp). ``delay_ms`` is
+only a hint to AEC3.
 
 Without the ``livekit`` package the canceller is unavailable (:attr:`EchoCanceller.error`)
 and the microphone audio passes through unchanged; the listener's self-hearing guard stays
@@ -121,8 +126,9 @@ class EchoCanceller:
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
                  high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1,
-                 max_wait_s: float = 0.15):
+                 max_wait_s: float = 0.15, lead_ms: float = 60.0):
         self.reference = reference
+        self.lead_s = max(0.0, float(lead_ms)) / 1000.0
         self.max_wait_s = float(max_wait_s)
         self.late_reference = 0
         self.resync_s = float(resync_s)
@@ -166,11 +172,11 @@ class EchoCanceller:
         elif self._next_t is not None:
             self.resyncs += 1
         self._next_t = t + x.size / RATE
-        if not self.reference.wait_covered(self._next_t, self.max_wait_s):
+        if not self.reference.wait_covered(self._next_t + self.lead_s, self.max_wait_s):
             self.late_reference += 1
         out = x.copy()
         for i in range(0, (x.size // FRAME) * FRAME, FRAME):
-            ref = self.reference.take(t + i / RATE, FRAME)
+            ref = self.reference.take(t + self.lead_s + i / RATE, FRAME)
             self._apm.process_reverse_stream(self._frame(np.clip(np.round(ref), -32768, 32767)))
             mframe = self._frame(x[i:i + FRAME])
             self._apm.process_stream(mframe)

@@ -77,6 +77,10 @@ class MicrophoneNode(Node):
         self.aec_delay_ms = declare(self, 'aec_delay_ms', 0, 'Hint of the speaker-to-microphone '
                                     'delay beyond the stamps [ms]; AEC3 estimates the rest',
                                     min_value=0, max_value=500, read_only=True)
+        self.aec_lead_ms = declare(self, 'aec_lead_ms', 60, 'The reference is given to the '
+                                   'echo canceller this long before the audio it goes with, '
+                                   'so that stamp errors never put an echo ahead of it [ms]',
+                                   min_value=0, max_value=300, read_only=True)
         self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
                              "microphone hears (the dashboard's mute button); settable at "
                              'run time')
@@ -88,7 +92,7 @@ class MicrophoneNode(Node):
         if self.echo_cancel:
             self.reference = ReferenceBuffer()
             self.aec = EchoCanceller(self.reference, self.aec_noise_suppression,
-                                     delay_ms=self.aec_delay_ms)
+                                     delay_ms=self.aec_delay_ms, lead_ms=self.aec_lead_ms)
             if self.aec.available:
                 self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback,
                                          RELIABLE_QOS)   # a lost block = an echo let through

@@ -53,6 +53,30 @@ def test_webrtc_aec_removes_the_droids_own_voice_and_keeps_the_users(voices):
     assert erle_db(mic[seg], out[seg]) < 8.0
 
 
+def test_an_echo_stamped_ahead_of_its_reference_is_cancelled_with_the_lead(voices):
+    """Stamps are a few tens of ms off: an echo may reach the microphone (by the stamps)
+    before its reference is heard. AEC3 cancels only causal echoes; the reference lead
+    keeps it so (and without the lead the same echo goes through)."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    droid, _ = voices
+    early = int(0.025 * RATE)                            # the echo 25 ms before its stamp
+    n = (len(droid) // FRAME) * FRAME
+    mic = np.zeros(n)
+    mic[:n - early] = 0.5 * droid[early:n]
+    t0 = 1000.0
+
+    def erle(lead_ms):
+        ref = ReferenceBuffer()
+        ref.add(t0, droid[:n])
+        aec = EchoCanceller(ref, lead_ms=lead_ms)
+        out = np.concatenate([aec.process(np.clip(mic[i:i + 1280], -32768, 32767),
+                                          t0 + i / RATE) for i in range(0, n, 1280)])
+        a = int(0.8 * RATE)
+        return erle_db(mic[a:], out[a:])
+    assert erle(60) > 20.0
+    assert erle(0) < 10.0
+
+
 def test_without_livekit_audio_passes_unchanged(monkeypatch):
     import builtins
     real = builtins.__import__
