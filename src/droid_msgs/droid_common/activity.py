@@ -123,6 +123,7 @@ class Activity:
         self._channels: list = []
         self.deferring = False         # a replay drives the clock: defer() waits for the tick's end
         self._deferred: dict = {}      # key -> fn, the latest per key
+        self._inboxes: dict = {}       # group -> [(order, arrival, fn)] (ordered())
         self._tasks_fn = None          # -> executor tasks queued or running (glue)
         self.before_callback = None    # called before every wrapped callback (glue: the clock)
         self._sources: list = []       # fn(now) -> (busy reason or '', next due or None)
@@ -211,6 +212,25 @@ class Activity:
                 self._deferred[key] = fn
                 return
         fn()
+
+    def ordered(self, group, order: int, fn) -> None:
+        """Handle an input now, or, under a replay, at the end of the tick together with
+        the other inputs of ``group``, sorted by ``order`` (the kind of input) and then by
+        arrival (one publisher's messages keep their order): inputs of one sim instant that
+        the executor happened to take in either order then lead to the same state."""
+        with self._cond:
+            if self.deferring:
+                inbox = self._inboxes.setdefault(group, [])
+                inbox.append((int(order), len(inbox), fn))
+                self._deferred[('ordered', str(group))] = lambda g=group: self._drain(g)
+                return
+        fn()
+
+    def _drain(self, group) -> None:
+        with self._cond:
+            inbox = self._inboxes.pop(group, [])
+        for _order, _arrival, fn in sorted(inbox, key=lambda item: item[:2]):
+            fn()
 
     def flush(self) -> None:
         """Run the deferred outputs (the glue does at the end of each replay tick)."""

@@ -228,3 +228,25 @@ def test_deferred_outputs_wait_for_the_end_of_the_tick_under_a_replay():
     assert out == ['now', 'b', 'latest']                 # in key order
     act.flush()
     assert out == ['now', 'b', 'latest']
+
+
+def test_ordered_inputs_of_a_tick_are_handled_in_a_fixed_order_under_a_replay():
+    act = A.Activity(FakeClock())
+    out = []
+    act.ordered('barge', 1, lambda: out.append('words'))   # not replayed: at once
+    assert out == ['words']
+
+    def tick(arrivals):
+        got = []
+        for order, name in arrivals:
+            act.ordered('barge', order, lambda n=name: got.append(n))
+        assert got == []                                   # nothing before the tick's end
+        act.flush()
+        return got
+    act.deferring = True
+    # the executor took them in different orders: the same handling
+    a = tick([(1, 'stop'), (0, 'voice on'), (2, 'timer'), (0, 'voice still on')])
+    b = tick([(2, 'timer'), (0, 'voice on'), (0, 'voice still on'), (1, 'stop')])
+    assert a == b == ['voice on', 'voice still on', 'stop', 'timer']
+    act.flush()
+    assert tick([]) == []

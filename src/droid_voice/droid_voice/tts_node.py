@@ -430,7 +430,19 @@ class TtsNode(Node):
                             turn['last_ended'] == a.last_index and not turn['done']:
                         self._speech_done(a.key, self._now())
 
+    # Barge-in inputs go through activity.ordered: live, at once; under a replay, at the
+    # end of their tick in a fixed order (voice activity, words, then the timer), so a
+    # replay decides the same whichever the executor took first.
     def _on_voice_activity(self, msg: VoiceActivity) -> None:
+        self.activity.ordered('barge_in', 0, lambda: self._voice_activity(msg))
+
+    def _on_transcription(self, msg: Transcription) -> None:
+        self.activity.ordered('barge_in', 1, lambda: self._transcription(msg))
+
+    def _barge_in_tick(self) -> None:
+        self.activity.ordered('barge_in', 2, self._barge_in_timer)
+
+    def _voice_activity(self, msg: VoiceActivity) -> None:
         if not self.get_parameter('barge_in').value:
             return
         cur = self.speaker.current()
@@ -441,12 +453,12 @@ class TtsNode(Node):
             action = self._arbiter.voice(msg.speaking, self._now(), droid)
         self._apply_barge_in(action, 'voice activity', stamp)
 
-    def _on_transcription(self, msg: Transcription) -> None:
+    def _transcription(self, msg: Transcription) -> None:
         with self._arbiter_lock:
             action = self._arbiter.transcription(msg.text, self._now())
         self._apply_barge_in(action, f'words: "{msg.text[:40]}"', to_sec(msg.header.stamp))
 
-    def _barge_in_tick(self) -> None:
+    def _barge_in_timer(self) -> None:
         with self._arbiter_lock:
             if self._arbiter.paused and self.speaker.paused() is None:
                 self._arbiter.reset()      # the paused sentence ended another way
