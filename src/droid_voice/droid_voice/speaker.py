@@ -115,6 +115,13 @@ class SpeakerEvent:
     utt: Utterance | None = None
     amplitude: float = 0.0
     conversation_id: str = ''
+    played: float | None = None   # seconds of the utterance played when this happened
+
+    def __post_init__(self):
+        # Taken now, not when the event is published: the output thread may have played
+        # another block by then (a replay must see the same figure every time).
+        if self.played is None and self.utt is not None:
+            self.played = self.utt.played_s
 
 
 FINISH_KINDS = ('ended', 'interrupted', 'failed', 'dropped')

@@ -597,7 +597,7 @@ class TtsNode(Node):
             return
         if e.kind in ('paused', 'resumed'):
             self._speech_event(SpeechEvent.PAUSED if e.kind == 'paused' else
-                               SpeechEvent.RESUMED, utt, e.t)
+                               SpeechEvent.RESUMED, utt, e.t, e.played)
             return
         kind = SpeechEvent.ENDED if e.kind == 'ended' else SpeechEvent.INTERRUPTED
         ended_in_turn = not utt.goal and e.kind == 'ended'
@@ -606,7 +606,7 @@ class TtsNode(Node):
                 turn = self._turns.get(utt.key)
                 if turn is not None:
                     turn['last_ended'] = utt.index
-        self._speech_event(kind, utt, e.t)
+        self._speech_event(kind, utt, e.t, e.played)
         self._log_said(utt, e.kind)
         if e.kind == 'ended' and utt.backend == self.speaker.backend.name and \
                 self.speaker.fallback is not None and \
@@ -619,18 +619,20 @@ class TtsNode(Node):
                                          turn['last_index'] == utt.index):
                     self._speech_done(utt.key, e.t, utt)
 
-    def _speech_event(self, kind: int, utt: Utterance, t: float) -> None:
+    def _speech_event(self, kind: int, utt: Utterance, t: float,
+                      played: float | None = None) -> None:
+        played = utt.played_s if played is None else played
         if kind in (SpeechEvent.STARTED, SpeechEvent.PAUSED, SpeechEvent.RESUMED):
             heard = ''
         elif kind == SpeechEvent.ENDED:
             heard = utt.text
         else:
-            heard = heard_text(utt.text, utt.played_s, utt.duration_estimate)
+            heard = heard_text(utt.text, played, utt.duration_estimate)
         m = SpeechEvent(conversation_id=utt.conversation_id, utterance_id=utt.utterance_id,
                         sentence_index=0 if utt.goal else utt.index, event=kind, text=utt.text,
                         heard=heard,
                         duration_estimate=float(utt.duration_estimate),
-                        played=0.0 if kind == SpeechEvent.STARTED else float(utt.played_s),
+                        played=0.0 if kind == SpeechEvent.STARTED else float(played),
                         last_in_reply=bool(utt.last_in_reply), backend=utt.backend)
         m.header.stamp = to_time_msg(t)
         self.pub_event.publish(m)
