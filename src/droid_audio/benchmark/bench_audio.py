@@ -237,6 +237,8 @@ def bench_turns(domain: int, logdir: Path, rounds: int, hogs: int) -> dict:
                 'finals_reusing_the_pause_decode': (logdir / 'stt.log').read_text().count(
                     'the decode made during the pause') - reused0,
                 'listener_dropped_chunks': run.dropped_chunks(),
+                'per_turn': [{k: (round(v, 3) if isinstance(v, float) else v)
+                              for k, v in x.items()} for x in lat],
             }
         return results
     finally:

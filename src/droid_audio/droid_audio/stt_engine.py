@@ -18,7 +18,9 @@ Hallucination guard:
 * a result whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
   ``log_prob_threshold`` is dropped, so is one whose ``no_speech_prob`` >
   ``no_speech_sure_threshold`` (tiny.en writes a confident "you" for silence), and so
-  is one that still loops;
+  is one that still loops, and so is a segment that is only one of Whisper's well-known
+  training-set hallucinations (video outros and subtitle credits such as "Thanks for
+  watching."), which nobody says to a droid;
 * an utterance the Silero VAD finds no speech in is not transcribed at all (nothing is
   published for silence);
 * at most ``max_tokens_per_s`` x duration + 16 new tokens per utterance (no endless loops).
@@ -54,6 +56,22 @@ def repeats(text: str) -> bool:
     n = len(w)
     return n >= 4 and any(all(w[i] == w[i - p] for i in range(p, n))
                           for p in range(1, n // 2 + 1))
+
+
+# Whisper's best-known hallucinations on noise and breathing (outros and credits of the
+# subtitled videos it learnt from), compared as lower-case words.
+KNOWN_HALLUCINATIONS = frozenset({
+    'thanks for watching', 'thank you for watching', 'thanks for watching everyone',
+    'thank you so much for watching', 'please subscribe', 'please like and subscribe',
+    'like and subscribe', 'subscribe to my channel', 'see you in the next video',
+    'subtitles by the amara org community', 'transcription by castingwords',
+})
+
+
+def is_known_hallucination(text: str) -> bool:
+    """True when ``text`` is only one of :data:`KNOWN_HALLUCINATIONS` (said once or over)."""
+    words = ' '.join(re.sub(r"[^a-z0-9' ]", ' ', text.lower()).split())
+    return any(words == ' '.join([h] * k) for h in KNOWN_HALLUCINATIONS for k in (1, 2, 3))
 
 
 def strip_phrases(text: str, phrases) -> str:
@@ -212,7 +230,7 @@ class WhisperEngine:
             if (no_speech > self.guard.no_speech_threshold and
                     avg_logprob < self.guard.log_prob_threshold) or \
                     no_speech > self.guard.no_speech_sure_threshold or \
-                    compression_ratio(text) > 2.4:
+                    compression_ratio(text) > 2.4 or is_known_hallucination(text):
                 dropped += 1
                 continue
             kept.append((text, avg_logprob))

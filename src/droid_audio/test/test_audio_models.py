@@ -300,10 +300,13 @@ def test_cancelled_download_leaves_nothing(hub, tmp_path):
 def start_fetch(cache, env_extra=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([PKG_SRC, os.environ.get(
         'PYTHONPATH', '')]), **(env_extra or {}))
+    # Ctrl-C as in a terminal, even when the test run itself was started in the background
+    # of a non-interactive shell (which leaves SIGINT ignored for every child)
     return subprocess.Popen([sys.executable, '-m', 'droid_audio.fetch_models', '-q',
                              '--cache-dir', str(cache), 'tiny.en'], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_killed_download_is_never_used_and_its_partial_file_is_cleaned(hub, tmp_path):

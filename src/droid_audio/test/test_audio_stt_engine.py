@@ -93,6 +93,14 @@ def test_hallucination_guard():
     assert res.text == '' and res.dropped == 1 and res.confidence == -1.0
     eng._generate = generate({15.0: (' music.', -0.2, 0.8)})
     assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == 'music.'
+    # Whisper's best-known hallucination (breathing, under load): dropped however confident;
+    # the same words inside a real request are kept
+    eng._generate = generate({15.0: (' Thanks for watching.', -0.4, 0.5)})
+    res = eng.transcribe(np.zeros(16000, np.int16), check_silence=False)
+    assert res.text == '' and res.dropped == 1
+    eng._generate = generate({15.0: (' Thanks for watching the door.', -0.4, 0.1)})
+    assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == \
+        'Thanks for watching the door.'
     # a loop in the short window is decoded again with Whisper's 30 s window ...
     loop = ' Play music.' * 12
     asked.clear()
