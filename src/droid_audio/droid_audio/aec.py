@@ -125,7 +125,7 @@ class EchoCanceller:
     """WebRTC AEC on 16 kHz mono int16 blocks, 10 ms at a time, with a reference buffer."""
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
-                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.1,
+                 high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.5,
                  max_wait_s: float = 0.15, lead_ms: float = 60.0):
         self.reference = reference
         self.lead_s = max(0.0, float(lead_ms)) / 1000.0
@@ -152,6 +152,10 @@ class EchoCanceller:
     def available(self) -> bool:
         return self._apm is not None
 
+    def realign(self) -> None:
+        """Microphone samples were lost: align the next block by its stamp again."""
+        self._next_t = None
+
     def _frame(self, samples: np.ndarray):
         return self._rtc.AudioFrame(samples.astype(np.int16).tobytes(), RATE, 1, FRAME)
 
@@ -164,9 +168,11 @@ class EchoCanceller:
         x = np.asarray(samples, dtype=np.int16).reshape(-1)
         if not self.available:
             return x
-        # Capture stamps are re-anchored by tens of ms now and then; the audio is
+        # Capture stamps are re-anchored by tens of ms now and then (by a hundred and more
+        # on a loaded machine: a late block looks like lost samples); the audio is
         # continuous. A jump in the reference alignment makes AEC3 lose its lock for a
-        # second, so follow the samples and re-align only when really off (lost audio).
+        # second, so follow the samples and re-align only when really off, or when the
+        # microphone says it lost samples (realign()).
         if self._next_t is not None and abs(t - self._next_t) < self.resync_s:
             t = self._next_t
         elif self._next_t is not None:

@@ -89,6 +89,7 @@ class MicrophoneNode(Node):
         self.pub = self.create_publisher(AudioChunk, names.AUDIO, SENSOR_QOS)
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
         self.aec = None
+        self._aec_dropped = 0              # capture blocks lost, as the AEC last knew
         if self.echo_cancel:
             self.reference = ReferenceBuffer()
             self.aec = EchoCanceller(self.reference, self.aec_noise_suppression,
@@ -179,6 +180,9 @@ class MicrophoneNode(Node):
         t_capture = node_now - (time.monotonic() - block.t_capture)
         samples = block.samples
         t = timeline.stamp(t_capture, len(samples))
+        if self.aec is not None and cap.dropped != self._aec_dropped:
+            self._aec_dropped = cap.dropped      # blocks were lost: align by stamps again
+            self.aec.realign()
         for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
             out = frame.samples
             if self.aec is not None and self.rate == 16000:
@@ -195,7 +199,8 @@ class MicrophoneNode(Node):
         if self.aec is not None:
             self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
                                    f'{self.aec.resyncs} re-alignments, reference '
-                                   f'{self.reference.blocks} blocks')
+                                   f'{self.reference.blocks} blocks '
+                                   f'({self.aec.late_reference} times late)')
 
 
     def _on_set_parameters(self, params):
