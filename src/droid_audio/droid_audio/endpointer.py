@@ -30,7 +30,13 @@ Rules (all times are audio capture times):
   after every further ``turn_silence_ms`` of silence, since more trailing silence
   makes it surer);
   otherwise the user may pause up to ``incomplete_silence_ms`` ("play the, um, ...
-  cantina song" stays one utterance). Without a turn model, ``silence_ms`` of unvoiced
+  cantina song" stays one utterance). The words are a second opinion (as LiveKit's
+  transcript-based end-of-utterance model): when speech-to-text's partial transcript
+  covers all the voiced audio and reads as a finished sentence (:func:`reads_complete`:
+  it ends in . ? or ! and its last word is not a filler, article, preposition,
+  conjunction or auxiliary), ``words_silence_ms`` of silence ends the turn even when
+  the turn model is unsure (smart-turn hears some synthetic or noisy questions as
+  unfinished). Without a turn model, ``silence_ms`` of unvoiced
   audio ends it. Either way ``END_SILENCE``; ``max_utterance_s`` ends it anyway
   (``END_MAX_LENGTH``). A wake followed by no speech for ``wake_timeout_s`` ends it as
   silence.
@@ -52,6 +58,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,6 +100,7 @@ class ListenerConfig:
     turn_silence_ms: float = 160.0    # short silence that ends a turn the model finds complete
     incomplete_silence_ms: float = 1500.0  # silence that ends a turn the model finds incomplete
     turn_threshold: float = 0.5       # turn-complete probability
+    words_silence_ms: float = 240.0   # silence that ends a turn whose words read complete (0: off)
     min_speech_ms: float = 160.0      # voiced audio needed before silence can end it
     max_utterance_s: float = 15.0
     wake_timeout_s: float = 4.0       # wake with no speech after it: end after this
@@ -163,6 +171,7 @@ class _Utterance:
     turn_key: float | None = None   # last_voiced_end the turn probability was computed for
     turn_prob: float | None = None
     turn_asked_ms: float = 0.0      # silence when the turn model was last asked
+    words_key: float | None = None  # last_voiced_end a complete-reading transcript covered
     run_start: float | None = None  # start of the current voiced run
     last_voiced_end: float | None = None
     unvoiced_ms: float = 0.0
@@ -179,6 +188,10 @@ class ListenerCore:
         self.cfg = config or ListenerConfig()
         self.turn_model = turn_model
         self.last_turn_prob: float | None = None
+        self.last_end_detail = ''
+        # callable(events) or None: a frame's utterance audio is handed to it before the
+        # turn model runs instead of being returned (the node publishes it at once)
+        self.emit_early = None
         self.mode = initial_mode
         self._new_id = id_factory
         # pre-roll for voice onsets; the wake cut may look further back
@@ -243,6 +256,29 @@ class ListenerCore:
             if conversation_id and (last_in_reply or event == SPEECH['INTERRUPTED']):
                 self._follow_up_until = t + self.cfg.follow_up_s
                 self._follow_up_cid = conversation_id
+
+    def on_transcript(self, conversation_id: str, utterance_id: int, text: str,
+                      audio_end: float) -> list:
+        """A partial transcript of the open utterance (speech-to-text decodes when the
+        user pauses). If it covers all the voiced audio so far (``audio_end``: capture
+        time just after the last sample it transcribed) and :func:`reads_complete`, the
+        turn may end after ``words_silence_ms``; if that much silence has already passed
+        (at the last frame), it ends now. Returns the events."""
+        u = self._utt
+        if u is None or self.turn_model is None or self.cfg.words_silence_ms <= 0 or \
+                u.pending is not None or \
+                (u.cid, u.uid) != (conversation_id, int(utterance_id)) or \
+                u.last_voiced_end is None or not math.isfinite(audio_end) or \
+                audio_end + 1e-3 < u.last_voiced_end:
+            return []
+        u.words_key = u.last_voiced_end if reads_complete(text) else None
+        self.stats['transcripts_seen'] += 1
+        if u.words_key is None or not u.speech_confirmed or u.run_start is not None or \
+                u.unvoiced_ms + 1e-6 < self.cfg.words_silence_ms:
+            return []
+        self.stats['turn_words'] += 1
+        t_end = self._last_t + self.cfg.frame_s
+        return self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'], u.last_voiced_end, 'words')
 
     def droid_speaking(self, t: float) -> bool:
         """True while the self-hearing guard applies at capture time ``t``."""
@@ -460,6 +496,11 @@ class ListenerCore:
             events.insert(0, UtteranceEvent(UTT['AUDIO'], u.cid, u.uid, u.trigger, t,
                                             samples.astype(np.int16), audio_start=u.t_start,
                                             audio_end=u.last_voiced_end or 0.0))
+        if self.emit_early is not None and events:
+            # the audio goes out before the turn model runs: speech-to-text can start
+            # decoding the pause while the endpoint is being decided
+            self.emit_early(events)
+            events = []
         end = self._endpoint(u) if u.speech_confirmed and not voiced else None
         if end is not None:
             if u.pending is not None:
@@ -504,6 +545,10 @@ class ListenerCore:
                 u.turn_prob >= cfg.turn_threshold:
             self.stats['turn_complete'] += 1
             return 'turn'
+        if cfg.words_silence_ms > 0 and silence >= cfg.words_silence_ms and \
+                u.words_key is not None and u.words_key == u.last_voiced_end:
+            self.stats['turn_words'] += 1
+            return 'words'
         if silence >= cfg.incomplete_silence_ms:
             self.stats['turn_incomplete'] += 1
             return 'silence'
@@ -518,6 +563,7 @@ class ListenerCore:
             self.stats['cancelled_unstarted'] += 1
             return []
         self.stats['ended' if state == UTT['ENDED'] else 'cancelled'] += 1
+        self.last_end_detail = detail
         events = [UtteranceEvent(state, u.cid, u.uid, u.trigger, t, audio_start=u.t_start,
                                  audio_end=audio_end, end_reason=reason)]
         if state == UTT['ENDED']:
@@ -525,6 +571,29 @@ class ListenerCore:
                                 UTT['END_MAX_LENGTH']: 'max_length'}.get(reason, '')
             events.append(TraceMark(STAGE['STAGE_SPEECH_END'], u.cid, u.uid, audio_end, detail))
         return events
+
+
+# Last words after which a sentence is not finished ("play the, um," / "set a timer
+# for"): fillers, articles, determiners, prepositions, conjunctions, auxiliaries.
+UNFINISHED_LAST_WORDS = frozenset('''
+    um umm uh uhh er erm ah hmm mm a an the my your his her our their its some any every
+    each no this these those to of for in on at with from about into onto by as and or
+    but so because if than then when while where which who whose whether is are was were
+    be been am do does did can could would will should shall may might must have has had
+    not very just let
+'''.split())
+
+
+def reads_complete(text: str) -> bool:
+    """Whether a transcript reads as a finished sentence: it ends in '.', '?' or '!'
+    (not '...'), and its last word is not one after which speech goes on
+    (:data:`UNFINISHED_LAST_WORDS`). Whisper leaves an unfinished clause unpunctuated
+    or trails it off ("set a timer for", "turn the light to... uh...")."""
+    t = text.strip().rstrip('"\')\u00bb ')
+    if not t or t[-1] not in '.?!' or t.endswith('..') or t.endswith('\u2026'):
+        return False
+    words = re.findall(r"[a-z']+", t.lower())
+    return bool(words) and words[-1] not in UNFINISHED_LAST_WORDS
 
 
 def pause_end(audio: np.ndarray, window: int = 480, hop: int = 160,

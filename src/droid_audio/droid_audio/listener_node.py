@@ -57,6 +57,7 @@ from droid_msgs.msg import (
     SpeechEvent,
     SystemMode,
     TraceEvent,
+    Transcription,
     Utterance,
     VoiceActivity,
     WakeWord,
@@ -115,6 +116,12 @@ class ListenerNode(Node):
             turn_threshold=declare(self, 'turn_threshold', d.turn_threshold, 'Turn-complete '
                                    'probability of the turn model that ends the turn',
                                    min_value=0.0, max_value=1.0, read_only=True),
+            words_silence_ms=declare(self, 'words_silence_ms', d.words_silence_ms,
+                                     'Silence that ends the turn when the partial '
+                                     'transcript covering all the speech reads as a '
+                                     'finished sentence, even if the turn model is unsure '
+                                     '(0 = off; needs the turn model) [ms]', min_value=0.0,
+                                     max_value=10000.0, read_only=True),
             min_speech_ms=declare(self, 'min_speech_ms', d.min_speech_ms, 'Voiced audio '
                                   'needed before silence can end an utterance [ms]',
                                   min_value=0.0, max_value=5000.0, read_only=True),
@@ -159,6 +166,7 @@ class ListenerNode(Node):
         self._load_models()
         self.core = ListenerCore(cfg, initial_mode=mode,
                                  turn_model=self.turn.predict if self.turn else None)
+        self.core.emit_early = self._publish
 
         self.wake_pub = self.create_publisher(WakeWord, names.WAKE_WORD, RELIABLE_QOS)
         self.vad_pub = self.create_publisher(VoiceActivity, names.VOICE_ACTIVITY, RELIABLE_QOS)
@@ -176,6 +184,9 @@ class ListenerNode(Node):
         self.create_subscription(AudioChunk, names.AUDIO, self._on_audio, SENSOR_QOS)
         self.create_subscription(SpeechEvent, names.SPEECH_EVENT, self._on_speech, RELIABLE_QOS)
         self.create_subscription(SystemMode, names.MODE, self._on_mode, LATCHED_SUB_QOS)
+        if self.turn is not None and cfg.words_silence_ms > 0:
+            self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_words,
+                                     RELIABLE_QOS)
         self._stop = threading.Event()
         self._worker = self.activity.spawn(self._work, 'listener-worker')
 
@@ -225,6 +236,11 @@ class ListenerNode(Node):
         with self._control_lock:
             self._control.append(('speech', msg))
 
+    def _on_words(self, msg: Transcription) -> None:
+        if not msg.is_final:
+            with self._control_lock:
+                self._control.append(('words', msg))
+
     def _on_mode(self, msg: SystemMode) -> None:
         with self._control_lock:
             self._control.append(('mode', msg))
@@ -256,6 +272,10 @@ class ListenerNode(Node):
                 if not self._control:
                     return
                 kind, msg = self._control.popleft()
+            if kind == 'words':
+                self._publish(self.core.on_transcript(msg.conversation_id, msg.utterance_id,
+                                                      msg.text, to_sec(msg.audio_end)))
+                continue
             t = to_sec(msg.header.stamp) or now_sec(self)
             if kind == 'mode':
                 old = self.core.mode
@@ -360,6 +380,8 @@ class ListenerNode(Node):
             turn = self.core.last_turn_prob
             turn = f', turn complete p={turn:.2f}' if turn is not None and \
                 ev.state == Utterance.ENDED and ev.end_reason == Utterance.END_SILENCE else ''
+            if turn and self.core.last_end_detail == 'words':
+                turn = f', the words read complete (turn model p={self.core.last_turn_prob:.2f})'
             behind = now_sec(self) - ev.t
             self.get_logger().info(f'{prefix}utterance {ev.utterance_id} {verb} '
                                    f'({_ENDS.get(ev.end_reason, ev.end_reason)}{turn}, '

@@ -294,7 +294,7 @@ class UtteranceBuffers:
 
     Order: finals first (oldest first); then, for the newest open utterance, a *pause*
     partial as soon as the producer's voiced-so-far mark (``Utterance.audio_end`` on
-    STARTED/AUDIO) stops advancing and at least ``pause_samples`` of audio came after
+    STARTED/AUDIO) stops advancing and at least ``pause_samples`` (one 32 ms VAD window) of audio came after
     it — the user paused, so the words so far are decoded while the endpoint is still
     being decided; then a *cadence* partial once the audio grew by
     ``partial_interval_s`` since the last partial and new voiced audio came since the
@@ -304,7 +304,7 @@ class UtteranceBuffers:
     the final always decodes."""
 
     def __init__(self, partial_interval_s: float = 0.4, max_open: int = 4,
-                 max_seconds: float = 60.0, pause_samples: int = FRAME_SAMPLES):
+                 max_seconds: float = 60.0, pause_samples: int = 512):
         self.partial_interval_s = partial_interval_s
         self.max_open = max_open
         self.max_samples = int(max_seconds * MIC_RATE)
@@ -403,37 +403,42 @@ class UtteranceBuffers:
     def has_job(self) -> bool:
         """Whether :meth:`next_job` would return a job now (no side effects)."""
         with self._cond:
-            if self._closed or self._finals:
-                return True
-            if self._open and self.partial_interval_s > 0:
-                buf = next(reversed(self._open.values()))
-                return buf.samples - buf.partial_at >= int(self.partial_interval_s * MIC_RATE)
-            return False
+            return self._closed or self._due() is not None
 
-    def _pick(self):
+    def _due(self) -> str | None:
+        """The kind of job due now: 'final', 'pause', 'cadence' or None (no side effects;
+        :meth:`has_job` and :meth:`_pick` share it, so a waiting worker wakes for a pause
+        as well as for a cadence partial)."""
         if self._finals:
-            buf = self._finals.pop(0)
-            if buf.voiced_known and buf.decoded is not None and buf.voiced > 0 and \
-                    buf.decoded_upto >= buf.voiced:
-                buf.reused = True
-                return Job('final', buf, None, 'reuse')
-            return Job('final', buf, buf.audio(), 'decode')
+            return 'final'
         if not self._open:
             return None
         buf = next(reversed(self._open.values()))
         if buf.voiced_known:
             fresh = buf.decoded_upto < buf.voiced       # voiced audio not decoded yet
             if fresh and buf.samples - buf.voiced >= self.pause_samples:
-                buf.partial_at = buf.samples
-                return Job('partial', buf, buf.audio().copy(), 'pause')
+                return 'pause'
             if not fresh:
                 return None
-        if self.partial_interval_s > 0:
-            step = int(self.partial_interval_s * MIC_RATE)
-            if buf.samples - buf.partial_at >= step:
-                buf.partial_at = buf.samples
-                return Job('partial', buf, buf.audio().copy(), 'cadence')
+        if self.partial_interval_s > 0 and \
+                buf.samples - buf.partial_at >= int(self.partial_interval_s * MIC_RATE):
+            return 'cadence'
         return None
+
+    def _pick(self):
+        due = self._due()
+        if due is None:
+            return None
+        if due == 'final':
+            buf = self._finals.pop(0)
+            if buf.voiced_known and buf.decoded is not None and buf.voiced > 0 and \
+                    buf.decoded_upto >= buf.voiced:
+                buf.reused = True
+                return Job('final', buf, None, 'reuse')
+            return Job('final', buf, buf.audio(), 'decode')
+        buf = next(reversed(self._open.values()))
+        buf.partial_at = buf.samples
+        return Job('partial', buf, buf.audio().copy(), due)
 
     def close(self) -> None:
         with self._cond:

@@ -255,8 +255,9 @@ class SttNode(Node):
         if job.kind == 'partial':
             res = self.engine.transcribe(job.audio)
             self.buffers.record(buf, len(job.audio), res)
-            if res.silent or not res.text or res.text == buf.last_partial_text:
-                return
+            if res.silent or not res.text or \
+                    (res.text == buf.last_partial_text and job.why != 'pause'):
+                return      # (a pause's decode goes out anyway: it covers all the speech)
             if not self.buffers.is_open(buf.key):
                 return   # ended or cancelled meanwhile: the final follows (reusing this)
             buf.last_partial_text = res.text

@@ -413,3 +413,88 @@ def test_end_of_speech_is_known_to_the_vad_window():
     ev = d.feed(2, prob=0.0)                   # 48 + 160 = 208 ms >= 200 ms of silence
     ended = d.utt('ENDED', ev)
     assert ended and ended[0].audio_end == pytest.approx(t + 512 / 16000)
+
+
+def test_reads_complete():
+    from droid_audio.endpointer import reads_complete
+    for text in ('What is your name?', 'Stop the music.', 'Open the door, please.',
+                 'Go to sleep now!', ' Turn your eyes red. ', 'What time is it?"'):
+        assert reads_complete(text), text
+    for text in ('', 'set a timer for', 'Please, um,', 'turn the light to... uh...',
+                 'Play the.', 'Play some, um.', 'I want to.', 'Tell me a story and',
+                 'What is the weather like today', 'Wait\u2026', '...'):
+        assert not reads_complete(text), text
+
+
+def words_driver(turn=0.02, **cfg):
+    """A confirmed utterance that just stopped being voiced; the turn model is unsure."""
+    d = turn_driver(FakeTurn(turn), turn_silence_ms=160, incomplete_silence_ms=1500,
+                    words_silence_ms=240, **cfg)
+    d.feed(10, prob=0.9, amp=3000)
+    voiced_end = d.t
+    u = d.core._utt
+    return d, u.cid, u.uid, voiced_end
+
+
+def test_words_that_read_complete_end_an_unsure_turn():
+    d, cid, uid, end = words_driver()
+    assert not d.utt('ENDED', d.feed(2, prob=0.0, amp=10))         # 160 ms: model unsure
+    # the partial covering all the speech reads complete; 160 ms < 240 ms: not yet
+    assert d.core.on_transcript(cid, uid, 'What is your name?', end + 0.1) == []
+    ev = d.feed(1, prob=0.0, amp=10)                                # 240 ms: ends
+    ended = d.utt('ENDED', ev)
+    assert len(ended) == 1 and ended[0].audio_end == pytest.approx(end)
+    assert d.stages('STAGE_SPEECH_END')[0].detail == 'words'
+    assert d.core.stats['turn_words'] == 1
+
+    # the partial arrives after words_silence_ms already passed: it ends the turn at once
+    d, cid, uid, end = words_driver()
+    d.feed(4, prob=0.0, amp=10)                                     # 320 ms
+    ev = d.core.on_transcript(cid, uid, 'What is your name?', end + 0.05)
+    ended = [e for e in ev if isinstance(e, UtteranceEvent) and e.state == UTT['ENDED']]
+    assert len(ended) == 1 and ended[0].t == pytest.approx(d.t)
+    assert d.core.on_transcript(cid, uid, 'What is your name?', end + 0.05) == []
+
+
+def test_words_that_do_not_cover_the_speech_or_read_unfinished_change_nothing():
+    cases = [
+        lambda cid, uid, end: ('Set a timer for', cid, uid, end + 0.05),    # unfinished
+        lambda cid, uid, end: ('What is your name?', cid, uid, end - 0.2),  # older audio
+        lambda cid, uid, end: ('What is your name?', 'other', uid, end),    # other turn
+        lambda cid, uid, end: ('What is your name?', cid, uid + 1, end),
+    ]
+    for case in cases:
+        d, cid, uid, end = words_driver()
+        text, c, u, audio_end = case(cid, uid, end)
+        d.feed(4, prob=0.0, amp=10)
+        assert d.core.on_transcript(c, u, text, audio_end) == []
+        assert not d.utt('ENDED', d.feed(8, prob=0.0, amp=10))     # 960 ms: still open
+    # words of the speech before a pause do not end it once the user speaks again
+    d, cid, uid, end = words_driver()
+    d.feed(2, prob=0.0, amp=10)
+    d.core.on_transcript(cid, uid, 'Turn the lights off.', end + 0.1)
+    d.feed(3, prob=0.9, amp=3000)                                   # "... and on again"
+    assert not d.utt('ENDED', d.feed(8, prob=0.0, amp=10))
+    # off: the words are ignored
+    d = turn_driver(FakeTurn(0.02), turn_silence_ms=160, incomplete_silence_ms=1500,
+                    words_silence_ms=0)
+    d.feed(10, prob=0.9, amp=3000)
+    u = d.core._utt
+    end = d.t
+    d.feed(4, prob=0.0, amp=10)
+    assert d.core.on_transcript(u.cid, u.uid, 'What is your name?', end + 0.1) == []
+    assert not d.utt('ENDED', d.feed(8, prob=0.0, amp=10))
+
+
+def test_the_audio_goes_out_before_the_turn_model_runs():
+    order = []
+    d = turn_driver(lambda samples: order.append('turn model') or 0.9,
+                    turn_silence_ms=160, incomplete_silence_ms=1500)
+    d.core.emit_early = lambda events: order.extend(
+        f'audio {e.t:.2f}' for e in events if isinstance(e, UtteranceEvent))
+    d.feed(10, prob=0.9, amp=3000)
+    order.clear()
+    t = d.t
+    ev = d.feed(1, prob=0.0, amp=10)                    # 80 ms: the model is asked
+    assert order == [f'audio {t:.2f}', 'turn model']
+    assert not d.utt('AUDIO', ev)                        # handed over, not returned twice

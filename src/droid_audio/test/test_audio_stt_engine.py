@@ -214,3 +214,24 @@ def test_a_pause_is_decoded_at_once_and_the_final_reuses_it():
     b.record(job.buffer, len(job.audio), 'result C')
     job = b.next_job(timeout=0)
     assert job.why == 'reuse' and job.buffer.decoded == 'result C'
+
+
+def test_a_waiting_worker_wakes_for_a_pause_not_only_for_a_cadence_partial():
+    """has_job() (what the worker waits on) must see a due pause decode: it only looked
+    at the cadence, so a pause was decoded up to 0.4 s late (at the next cadence tick)."""
+    b = UtteranceBuffers(partial_interval_s=0.4)
+    t0 = 10.0
+    b.start('c1', 1, t0, t0, np.ones(1280, np.int16), voiced_end=t0 + 0.08)
+    assert not b.has_job()
+    # 32 ms of unvoiced audio after the voiced mark: the user paused
+    b.append('c1', 1, t0 + 0.08, np.ones(512, np.int16), voiced_end=t0 + 0.08)
+    assert b.has_job()
+    job = b.next_job(timeout=0)
+    assert (job.kind, job.why) == ('partial', 'pause')
+    b.record(job.buffer, len(job.audio), 'result')
+    assert not b.has_job()
+    # a final is due at once
+    b.end('c1', 1, t0 + 0.3, t0 + 0.08)
+    assert b.has_job()
+    b.close()
+    assert b.has_job()                # closed: the worker must wake to leave
