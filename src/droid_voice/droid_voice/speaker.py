@@ -40,7 +40,7 @@ from droid_common.secrets import redact
 
 from droid_voice.amplitude import AmplitudeMeter, DueQueue
 from droid_voice.envelope import FadeOut
-from droid_voice.synth import RATE, Backend, VoiceSpec, estimate_duration
+from droid_voice.synth import RATE, Backend, VoiceSpec, estimate_duration, trim_lead
 
 DEFAULT_VOICE = VoiceSpec()
 
@@ -134,8 +134,9 @@ class Speaker:
                  clock=time.monotonic, fade_s: float = 0.03, amplitude_hz: float = 50.0,
                  queue_size: int = 32, default_voice=lambda: VoiceSpec(),
                  on_warning=None, fallback_cooldown: float = 0.0, normalize=None,
-                 activity=None, on_audio=None):
+                 activity=None, on_audio=None, trim_lead: bool = True):
         self.backend = backend
+        self.trim_lead = bool(trim_lead)  # drop the silence a voice puts before a sentence
         self.on_audio = on_audio          # audio playable at the head: wake the output
         self.normalize = normalize or (lambda text: text)   # text -> words to synthesise
         # droid_common.activity: the synthesis thread is idle only while nothing is queued
@@ -475,6 +476,10 @@ class Speaker:
         if starved:
             self._audio_ready()
 
+    def _stream(self, backend: Backend, utt: Utterance):
+        chunks = backend.stream(utt.spoken, utt.voice, utt.cancel)
+        return trim_lead(chunks) if self.trim_lead else chunks
+
     def _synthesize(self, utt: Utterance) -> None:
         try:
             utt.spoken = self.normalize(utt.text) or utt.text
@@ -485,7 +490,7 @@ class Speaker:
             backend = self.fallback
         utt.backend = backend.name
         try:
-            for chunk in backend.stream(utt.spoken, utt.voice, utt.cancel):
+            for chunk in self._stream(backend, utt):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, backend.name)
@@ -503,7 +508,7 @@ class Speaker:
             utt.synthesized = utt.played
         utt.backend = self.fallback.name
         try:
-            for chunk in self.fallback.stream(utt.spoken, utt.voice, utt.cancel):
+            for chunk in self._stream(self.fallback, utt):
                 if utt.cancel.is_set():
                     return
                 self._push(utt, chunk, self.fallback.name)

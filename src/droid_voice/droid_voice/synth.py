@@ -85,6 +85,34 @@ class Backend:
         """Release connections."""
 
 
+def trim_lead(chunks, threshold: int = 328, keep: int = RATE // 100,
+              max_samples: int = RATE * 3 // 10):
+    """``chunks`` (int16 arrays) without the silence a voice puts before its first sound
+    (Piper: 40-60 ms before -40 dBFS), keeping ``keep`` samples (10 ms) before the first
+    sample at or above ``threshold``: the droid is heard that much sooner. Audio with no
+    such sample in its first ``max_samples`` (300 ms) is left as it is."""
+    held, n = [], 0
+    it = iter(chunks)
+    for chunk in it:
+        x = np.asarray(chunk, dtype=np.int16)
+        loud = np.nonzero(np.abs(x.astype(np.int32)) >= threshold)[0]
+        if loud.size:
+            start = max(0, n + int(loud[0]) - keep)   # index into held + x
+            a = np.concatenate(held + [x]) if held else x
+            if a[start:].size:
+                yield a[start:]
+            break
+        held.append(x)
+        n += x.size
+        if n >= max_samples:
+            yield from held
+            break
+    else:
+        yield from held          # silent to the end: unchanged
+        return
+    yield from it
+
+
 class MockBackend(Backend):
     """Audio of ``words * 60 / words_per_minute`` seconds: a 180 Hz tone pulsing at a
     syllable rate at ``amplitude`` (0 = silence), so the amplitude topic moves."""

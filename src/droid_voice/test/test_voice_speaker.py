@@ -26,6 +26,9 @@ class Rig:
     """Speaker + mock output on a manual clock; records events and rendered audio."""
 
     def __init__(self, backend, fallback=None, **kw):
+        # sample-exact checks on synthetic signals (a ramp starts below any threshold):
+        # the silence trim is tested in test_voice_synth and below
+        kw.setdefault('trim_lead', False)
         self.t = 100.0
         self.warnings = []
         self.speaker = Speaker(backend, fallback, clock=lambda: self.t,
@@ -265,3 +268,24 @@ def test_stop_while_paused_ends_it_interrupted_at_once():
     assert [k for k, _ in rig.kinds()] == ['started', 'paused', 'interrupted']
     assert not rig.speaker.resume(u)
     rig.close()
+
+
+def test_the_speaker_drops_the_silence_before_a_sentence():
+    """A voice with 50 ms of silence before its first sound is heard 40 ms sooner."""
+    class LateBackend(MockBackend):
+        name = 'late'
+
+        def stream(self, text, voice=None, cancel=None):
+            yield np.zeros(800, np.int16)
+            yield from super().stream(text)
+
+    plain = np.concatenate(list(MockBackend(160.0).stream('hello there')))
+    onset = 800 + int(np.nonzero(np.abs(plain.astype(int)) >= 328)[0][0])
+    for trim, expected in ((True, len(plain) + 800 - (onset - 160)),   # 10 ms kept
+                           (False, len(plain) + 800)):
+        rig = Rig(LateBackend(160.0), trim_lead=trim)
+        u = Utterance('hello there')
+        rig.speaker.submit(u)
+        rig.wait_synth(u)
+        assert u.synthesized == expected, trim
+        rig.close()

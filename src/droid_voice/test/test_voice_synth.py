@@ -137,3 +137,35 @@ def test_cancel_stops_a_stream_early(fake):
         cancel.set()
     assert n == 1
     b.close()
+
+
+def test_trim_lead_drops_the_silence_before_the_first_sound_only():
+    from droid_voice.synth import trim_lead
+    tone = (np.sin(np.arange(1600) * 0.3) * 8000).astype(np.int16)   # 100 ms of sound
+    lead = np.full(800, 20, np.int16)                                 # 50 ms near-silence
+    gap = np.zeros(1600, np.int16)
+    # the lead spans chunk boundaries: 30 ms + 20 ms, then sound, a pause, sound again
+    chunks = [lead[:480], lead[480:], tone, gap, tone]
+    out = np.concatenate(list(trim_lead(iter(chunks))))
+    onset = 800 + int(np.nonzero(np.abs(tone.astype(int)) >= 328)[0][0])
+    assert len(out) == sum(len(c) for c in chunks) - (onset - 160)   # 10 ms kept
+    assert np.abs(out[:160].astype(int)).max() < 328 and abs(int(out[160])) >= 328
+    assert np.array_equal(out[-(1600 + 1600):], np.concatenate([gap, tone]))  # pause kept
+    # sound from the first sample: unchanged
+    assert np.array_equal(np.concatenate(list(trim_lead([tone, gap]))),
+                          np.concatenate([tone, gap]))
+    # silence only, or no sound in the first 300 ms: unchanged (nothing lost)
+    silent = [np.zeros(1600, np.int16)] * 2
+    assert sum(len(c) for c in trim_lead(silent)) == 3200
+    late = [np.zeros(1600, np.int16)] * 4 + [tone]
+    assert np.array_equal(np.concatenate(list(trim_lead(late))), np.concatenate(late))
+    assert list(trim_lead([])) == []
+
+
+def test_the_mock_voice_is_not_trimmed():
+    """The mock's tone starts at once: trimming leaves its audio as it is (recorded runs
+    and their expectations do not move)."""
+    from droid_voice.synth import trim_lead
+    chunks = list(MockBackend(160.0).stream('hello there droid'))
+    assert np.array_equal(np.concatenate(list(trim_lead(iter(chunks)))),
+                          np.concatenate(chunks))
