@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from droid_common.audio import FRAME_SAMPLES, MIC_RATE
+from droid_common.audio import MIC_RATE
 
 # Model resolution and download live in droid_audio.models (re-exported here).
 from droid_audio.models import SttModelError, resolve_model  # noqa: F401
