@@ -13,6 +13,7 @@ All take 16 kHz mono int16 frames of 1280 samples (80 ms).
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -95,6 +96,52 @@ class WakeWordDetector:
         pre.raw_data_remainder = np.empty(0)
         pre.feature_buffer = pre._get_embeddings(
             np.random.randint(-1000, 1000, 16000 * 4).astype(np.int16))
+
+
+class GatedWakeWord:
+    """A :class:`WakeWordDetector` run only around voice (openwakeword's features are
+    most of the listener's idle CPU). ``predict(frame, vad_prob)``: once the VAD has
+    heard nothing (probability < ``open_prob``) for ``hold_frames`` frames, frames are
+    only kept (the last ``keep_frames``) and score 0; the next frame with a hint of voice
+    first replays the kept frames through the detector, so its streaming context (the
+    model reads ~2 s: 16 embeddings of 76 mel frames) is exactly what it would have been,
+    and the detector runs on from there. A wake phrase is voice, so nothing is missed."""
+
+    def __init__(self, detector, open_prob: float = 0.15, hold_frames: int = 25,
+                 keep_frames: int = 32):
+        self.detector = detector
+        self.names = detector.names
+        self.open_prob = float(open_prob)
+        self.hold_frames = int(hold_frames)
+        self._kept = collections.deque(maxlen=int(keep_frames))
+        self._running = True
+        self._quiet = 0
+        self.skipped = 0            # frames not run through the detector
+        self.replays = 0            # times the kept frames were replayed
+
+    def predict(self, frame: np.ndarray, vad_prob: float) -> dict:
+        voice = vad_prob >= self.open_prob
+        self._quiet = 0 if voice else self._quiet + 1
+        if self._running:
+            scores = self.detector.predict(frame)
+            if self._quiet >= self.hold_frames:
+                self._running = False
+            return scores
+        if not voice:
+            self._kept.append(np.array(frame, dtype=np.int16))
+            self.skipped += 1
+            return {n: 0.0 for n in self.names}
+        for kept in self._kept:
+            self.detector.predict(kept)
+        self._kept.clear()
+        self.replays += 1
+        self._running = True
+        return self.detector.predict(frame)
+
+    def reset(self) -> None:
+        self.detector.reset()
+        self._kept.clear()
+        self._running, self._quiet = True, 0
 
 
 def default_vad_model() -> str:

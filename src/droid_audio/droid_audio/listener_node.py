@@ -37,7 +37,13 @@ from droid_common.ros import (
 from droid_common.ros_activity import track_activity
 from rclpy.node import Node
 
-from droid_audio.detectors import EnergyVad, ModelError, SileroVad, WakeWordDetector
+from droid_audio.detectors import (
+    EnergyVad,
+    GatedWakeWord,
+    ModelError,
+    SileroVad,
+    WakeWordDetector,
+)
 from droid_audio.endpointer import (
     MODE,
     MODE_NAMES,
@@ -144,6 +150,10 @@ class ListenerNode(Node):
                                  'VoiceActivity publishing period [s]', min_value=0.05,
                                  max_value=60.0, read_only=True),
         )
+        self.wake_gate = declare(self, 'wake_vad_gate', True, 'Run the wake-word model only '
+                                 'around voice (after 2 s without any, frames are kept and '
+                                 'replayed at the next hint of voice): saves most of the '
+                                 'idle CPU', read_only=True)
         initial = declare(self, 'initial_mode', 'IDLE', 'Mode until a SystemMode arrives: '
                           'SLEEP, IDLE, AMBIENT or INTERACTIVE', read_only=True,
                           choices=['SLEEP', 'IDLE', 'AMBIENT', 'INTERACTIVE'])
@@ -192,7 +202,8 @@ class ListenerNode(Node):
 
     def _load_models(self) -> None:
         try:
-            self.wake = WakeWordDetector(self.wake_models)
+            self.wake = GatedWakeWord(WakeWordDetector(self.wake_models),
+                                      open_prob=0.15 if self.wake_gate else 0.0)
             self.get_logger().info(f"wake word models: {', '.join(self.wake.names)} "
                                    f'(threshold {self.cfg.threshold})')
             self.diag.set(OK, 'ready', component='wake_word', models=','.join(self.wake.names))
@@ -307,8 +318,8 @@ class ListenerNode(Node):
             if self.core.mode == MODE['SLEEP']:
                 continue
             t0 = time.perf_counter()
-            scores = self.wake.predict(frame.samples) if self.wake is not None else None
             prob = self.vad.predict(frame.samples)
+            scores = self.wake.predict(frame.samples, prob) if self.wake is not None else None
             events = self.core.process(frame.t, frame.samples, scores, prob,
                                        getattr(self.vad, 'windows', None))
             self._frame_ms.append((time.perf_counter() - t0) * 1000.0)
@@ -395,6 +406,8 @@ class ListenerNode(Node):
         values = {'mode': MODE_NAMES.get(self.core.mode, '?'), 'dropped_chunks': dropped,
                   'wakes': st['wakes'], 'turn_complete': st['turn_complete'],
                   'turn_incomplete': st['turn_incomplete']}
+        if self.wake is not None:
+            values['wake_frames_skipped'] = self.wake.skipped
         if self.turn is not None and st['turn_checks']:
             values['turn_ms_last'] = f'{self.turn.last_ms:.0f}' 
         if self._frame_ms:

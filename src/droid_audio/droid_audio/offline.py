@@ -31,8 +31,8 @@ class OfflineListener:
     def __init__(self, config: ListenerConfig | None = None, wake_models=('hey_jarvis',),
                  turn_model: str | None = '', mode: str = 'IDLE'):
         """``turn_model``: '' = the packaged smart-turn model, a path, or None (off)."""
-        from droid_audio.detectors import SileroVad, WakeWordDetector
-        self.wake = WakeWordDetector(list(wake_models))
+        from droid_audio.detectors import GatedWakeWord, SileroVad, WakeWordDetector
+        self.wake = GatedWakeWord(WakeWordDetector(list(wake_models)))   # as the node
         self.vad = SileroVad()
         self.turn = None
         if turn_model is not None:
@@ -57,8 +57,8 @@ class OfflineListener:
         i = 0
         while i + n <= len(x):
             frame = x[i:i + n]
-            scores = self.wake.predict(frame)
             prob = self.vad.predict(frame)
+            scores = self.wake.predict(frame, prob)
             out += self.core.process(self.t, frame, scores, prob, self.vad.windows)
             self.t += n / MIC_RATE
             i += n

@@ -15,6 +15,7 @@ from droid_audio.realspeech import (
     Phrase,
     has_wake_trace,
     make_clip,
+    noise,
     nonspeech,
     say,
     tiny_en_model,
@@ -165,3 +166,35 @@ def test_a_missing_turn_model_is_a_clear_error(monkeypatch, tmp_path):
     (tmp_path / 'bad.onnx').write_bytes(b'not a model')
     with pytest.raises(ModelError, match='cannot load smart-turn model'):
         SmartTurn(str(tmp_path / 'bad.onnx'))
+
+
+def test_the_wake_word_model_sleeps_in_silence_and_wakes_with_its_context_intact():
+    """GatedWakeWord (what the listener runs): after 2 s without voice the model is not
+    run; at the next hint of voice the kept frames are replayed first, so every score it
+    gives is exactly the ungated detector's, and the phrase still wakes."""
+    from droid_audio.detectors import GatedWakeWord, WakeWordDetector
+    x = np.concatenate([silence(4.0), make_clip(PHRASES[0]).samples, silence(4.0),
+                        make_clip(PHRASES[6]).samples, silence(1.0)]).astype(np.float32)
+    # a quiet room, not digital silence: the context the replay restores is not trivial
+    x = (x + noise(len(x), 32768 * 10 ** (-50 / 20), seed=3, color='pink')).astype(np.int16)
+    plain, gated = WakeWordDetector(['hey_jarvis']), GatedWakeWord(WakeWordDetector(
+        ['hey_jarvis']))
+    vad = SileroVad()
+    ran, skipped_scores, peaks = 0, [], []
+    for i in range(0, len(x) - 1279, 1280):
+        frame = x[i:i + 1280]
+        prob = vad.predict(frame)
+        want = plain.predict(frame)['hey_jarvis']
+        before = gated.skipped
+        got = gated.predict(frame, prob)['hey_jarvis']
+        if gated.skipped > before:
+            skipped_scores.append(want)
+            assert got == 0.0
+        else:
+            ran += 1
+            if i >= 3 * SR:     # (each detector starts from its own random context)
+                assert got == pytest.approx(want, abs=1e-6), i
+            peaks.append(got)
+    assert gated.replays == 2 and len(skipped_scores) > 40     # it slept twice
+    assert max(skipped_scores) < 0.05                           # nothing was missed
+    assert sum(p >= 0.5 for p in peaks) >= 2                    # both phrases woke it
