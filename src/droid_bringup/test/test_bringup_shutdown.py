@@ -151,14 +151,21 @@ class Probe:
 
 STARTED = re.compile(r'\[([\w-]+)-\d+\]: process started with pid')
 CLEAN = re.compile(r'\[([\w-]+)-\d+\]: process has finished cleanly')
-DIED = re.compile(r'\[([\w-]+)-\d+\]: process has died \[pid \d+, exit code (-?\d+)')
+DIED = re.compile(r'\[([\w-]+)-\d+\]: process has died \[pid (\d+), exit code (-?\d+)')
+# asyncio's child watcher found the process already reaped: launch does not know its
+# exit status and reports 255 (seen once in 630 exits; the node logged nothing wrong)
+LOST = re.compile(r'Unknown child process pid (\d+), will report returncode 255')
 
 
 def parse(output: str) -> dict:
     """Figures of one launch's output."""
+    lost_pids = set(LOST.findall(output))
+    died = [(n, pid, int(c)) for n, pid, c in DIED.findall(output)]
     return {'started': sorted(STARTED.findall(output)),
             'clean': sorted(CLEAN.findall(output)),
-            'died': sorted((n, int(c)) for n, c in DIED.findall(output)),
+            'died': sorted((n, c) for n, pid, c in died
+                           if not (c == 255 and pid in lost_pids)),
+            'lost': sorted(n for n, pid, c in died if c == 255 and pid in lost_pids),
             'tracebacks': output.count('Traceback (most recent call last)'),
             'escalated': len(re.findall(r"sending signal 'SIG(TERM|KILL)'", output))}
 
@@ -215,14 +222,17 @@ def run_cycles(n: int, tmp: Path, states=STATES) -> list:
 
 def summary(results: list) -> dict:
     return {'cycles': len(results),
-            'node_exits': sum(len(r['clean']) + len(r['died']) for r in results),
+            'node_exits': sum(len(r['clean']) + len(r['died']) + len(r['lost'])
+                              for r in results),
             'tracebacks': sum(r['tracebacks'] for r in results),
             'non_zero_exits': sum(len(r['died']) for r in results),
+            'exit_status_lost_by_launch': [(r['state'], r['how'], r['lost'])
+                                           for r in results if r['lost']],
             'escalations': sum(r['escalated'] for r in results),
             'states_not_reached': [r['state'] for r in results if not r['reached']],
             'failures': [{k: r[k] for k in ('state', 'how', 'died', 'tracebacks', 'log')}
                          for r in results if r['died'] or r['tracebacks'] or r['escalated']
-                         or r['clean'] != r['started']]}
+                         or sorted(r['clean'] + r['lost']) != r['started']]}
 
 
 @pytest.mark.timeout(3600)
@@ -242,7 +252,9 @@ def test_every_node_exits_cleanly_in_every_state(tmp_path):
     for r in results:
         # every process the launch started (the droid's nodes and the dashboard's bridge)
         # finished cleanly
-        assert len(r['started']) >= len(ALL_NODES) and r['clean'] == r['started'], r
+        # (or exited with a status launch lost, without a traceback: counted above)
+        assert len(r['started']) >= len(ALL_NODES) and \
+            sorted(r['clean'] + r['lost']) == r['started'], r
         assert r['launch_exit'] == 0, r
 
 
