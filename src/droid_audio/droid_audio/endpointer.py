@@ -273,10 +273,9 @@ class ListenerCore:
             return []
         u.words_key = u.last_voiced_end if reads_complete(text) else None
         self.stats['transcripts_seen'] += 1
-        if u.words_key is None or not u.speech_confirmed or u.run_start is not None or \
-                u.unvoiced_ms + 1e-6 < self.cfg.words_silence_ms:
+        if not u.speech_confirmed or u.run_start is not None or \
+                not self._words_end(u, u.unvoiced_ms + 1e-6):
             return []
-        self.stats['turn_words'] += 1
         t_end = self._last_t + self.cfg.frame_s
         return self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'], u.last_voiced_end, 'words')
 
@@ -545,14 +544,22 @@ class ListenerCore:
                 u.turn_prob >= cfg.turn_threshold:
             self.stats['turn_complete'] += 1
             return 'turn'
-        if cfg.words_silence_ms > 0 and silence >= cfg.words_silence_ms and \
-                u.words_key is not None and u.words_key == u.last_voiced_end:
-            self.stats['turn_words'] += 1
+        if self._words_end(u, silence):
             return 'words'
         if silence >= cfg.incomplete_silence_ms:
             self.stats['turn_incomplete'] += 1
             return 'silence'
         return None
+
+    def _words_end(self, u: _Utterance, silence: float) -> bool:
+        """Whether a transcript that reads complete covers all the speech and
+        ``words_silence_ms`` of silence have passed (counted in the stats)."""
+        cfg = self.cfg
+        done = cfg.words_silence_ms > 0 and silence >= cfg.words_silence_ms and \
+            u.words_key is not None and u.words_key == u.last_voiced_end
+        if done:
+            self.stats['turn_words'] += 1
+        return done
 
     def _end(self, t: float, state: int, reason: int, audio_end: float,
              detail: str = '') -> list:

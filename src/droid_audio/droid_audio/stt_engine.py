@@ -294,8 +294,8 @@ class UtteranceBuffers:
 
     Order: finals first (oldest first); then, for the newest open utterance, a *pause*
     partial as soon as the producer's voiced-so-far mark (``Utterance.audio_end`` on
-    STARTED/AUDIO) stops advancing and at least ``pause_samples`` (one 32 ms VAD window) of audio came after
-    it — the user paused, so the words so far are decoded while the endpoint is still
+    STARTED/AUDIO) stops advancing and at least ``pause_samples`` (one 32 ms VAD window)
+    of audio came after it — the user paused, so the words so far are decoded while the endpoint is still
     being decided; then a *cadence* partial once the audio grew by
     ``partial_interval_s`` since the last partial and new voiced audio came since the
     last decode. Every decode's result is kept (:meth:`record`); at the end, when it
