@@ -14,6 +14,15 @@ ms off. The lead keeps the reference ahead of its echo however the two errors ad
 echo tests found the echo within about +-25 ms of the reference's stamp). ``delay_ms`` is
 only a hint to AEC3.
 
+The stamps can also be off by more than the lead allows: a sound server that misreports
+its latency, a Bluetooth speaker (a quarter of a second late), a microphone anchored late
+under load. An echo more than ``lead_ms`` early is never cancelled, for the whole run. So
+the canceller also measures where the echo really is (:class:`EchoDelayEstimator`: the
+cross-correlation, PHAT-weighted, of the raw microphone audio with the reference, once a
+second while the droid plays) and, when two measurements agree that the echo lies outside
+what AEC3 handles well, moves the reference so the echo comes ``target`` ms after it
+(``auto_delay``; :attr:`EchoCanceller.lead_s` is the lead in use).
+
 Without the ``livekit`` package the canceller is unavailable (:attr:`EchoCanceller.error`)
 and the microphone audio passes through unchanged; the listener's self-hearing guard stays
 as the backstop either way.
@@ -121,14 +130,94 @@ class ReferenceBuffer:
         return out
 
 
+class EchoDelayEstimator:
+    """Where the echo of the reference lies in the microphone audio, by the stamps.
+
+    ``push(samples, t)`` keeps the last ``window_s`` of raw microphone audio (continuous,
+    ``t`` = capture time of its first sample); ``estimate(reference)`` cross-correlates
+    it, at 8 kHz with PHAT weighting (robust to the room's colouring and to the user
+    talking over it), with the reference heard up to ``max_lag_s`` before or after, and
+    returns the lag in seconds (positive: the echo reaches the microphone that long after
+    its reference's stamp) or None when there is nothing to measure (no reference
+    playing, no echo, or no clear peak).
+    """
+
+    def __init__(self, window_s: float = 1.0, max_lag_s: float = 0.5,
+                 min_rms: float = 30.0, min_peak_ratio: float = 12.0):
+        self.window = int(window_s * RATE)          # 16 kHz samples kept
+        self.max_lag_s = float(max_lag_s)
+        self.min_rms = float(min_rms)
+        self.min_peak_ratio = float(min_peak_ratio)
+        self._mic = np.zeros(0, dtype=np.float32)
+        self._t_end: float | None = None           # capture time just after the last sample
+        self.last_ratio = 0.0
+
+    def reset(self) -> None:
+        self._mic = np.zeros(0, dtype=np.float32)
+        self._t_end = None
+
+    def push(self, samples, t: float) -> None:
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self._t_end is not None and abs(t - self._t_end) > 1e-3:
+            self.reset()                            # not continuous: start again
+        self._mic = np.concatenate([self._mic, x])[-self.window:]
+        self._t_end = t + x.size / RATE
+
+    @property
+    def ready(self) -> bool:
+        return self._mic.size >= self.window
+
+    @staticmethod
+    def _down(x: np.ndarray) -> np.ndarray:
+        """16 kHz -> 8 kHz (pairs averaged: enough of a low-pass for a correlation)."""
+        n = x.size // 2 * 2
+        return 0.5 * (x[:n:2] + x[1:n:2])
+
+    def estimate(self, reference: ReferenceBuffer) -> float | None:
+        if not self.ready:
+            return None
+        n16 = self.window
+        mic16 = self._mic
+        t0 = self._t_end - n16 / RATE
+        lag16 = int(round(self.max_lag_s * RATE))
+        ref16 = reference.take(t0 - self.max_lag_s, n16 + 2 * lag16)
+        if np.sqrt(np.mean(ref16 ** 2)) < self.min_rms or \
+                np.sqrt(np.mean(mic16.astype(np.float64) ** 2)) < self.min_rms:
+            return None
+        m, r = self._down(mic16), self._down(ref16)
+        m = m - m.mean()
+        r = r - r.mean()
+        size = 1 << int(np.ceil(np.log2(m.size + r.size)))
+        cross = np.conj(np.fft.rfft(m, size)) * np.fft.rfft(r, size)
+        cross /= np.abs(cross) + 1e-12
+        cc = np.fft.irfft(cross, size)[:lag16 + 1]   # 8 kHz shifts 0 .. 2 max_lag
+        peak = int(np.argmax(cc))
+        noise = float(np.median(np.abs(cc))) + 1e-12
+        self.last_ratio = float(cc[peak]) / noise
+        if self.last_ratio < self.min_peak_ratio:
+            return None
+        # mic[i] ~ ref[i + d]: the echo is heard max_lag - d after the reference's stamp
+        return self.max_lag_s - peak / (RATE / 2)
+
+
 class EchoCanceller:
     """WebRTC AEC on 16 kHz mono int16 blocks, 10 ms at a time, with a reference buffer."""
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
                  high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.5,
-                 max_wait_s: float = 0.15, lead_ms: float = 60.0):
+                 max_wait_s: float = 0.15, lead_ms: float = 60.0, auto_delay: bool = True,
+                 good_delay_ms: tuple = (0.0, 380.0), target_delay_ms: float = 60.0,
+                 every_s: float = 0.5):
         self.reference = reference
-        self.lead_s = max(0.0, float(lead_ms)) / 1000.0
+        self.lead_s = float(lead_ms) / 1000.0
+        self.good_delay_s = (good_delay_ms[0] / 1000.0, good_delay_ms[1] / 1000.0)
+        self.target_delay_s = float(target_delay_ms) / 1000.0
+        self.every = int(every_s * RATE)
+        self.estimator = EchoDelayEstimator() if auto_delay else None
+        self.echo_lag_s: float | None = None        # last measured: echo after its stamp
+        self.auto_aligned = 0                        # times the lead was moved
+        self._since_estimate = 0
+        self._last_lag: float | None = None
         self.max_wait_s = float(max_wait_s)
         self.late_reference = 0
         self.resync_s = float(resync_s)
@@ -156,6 +245,28 @@ class EchoCanceller:
         """Microphone samples were lost: align the next block by its stamp again."""
         self._next_t = None
 
+    def _measure(self, x: np.ndarray, t: float) -> None:
+        """Feed the delay estimator; once every ``every_s`` move the lead if two
+        measurements in a row put the echo outside ``good_delay_ms`` of the reference."""
+        est = self.estimator
+        est.push(x, t)
+        self._since_estimate += x.size
+        if self._since_estimate < self.every or not est.ready:
+            return
+        self._since_estimate = 0
+        lag = est.estimate(self.reference)
+        prev, self._last_lag = self._last_lag, lag
+        if lag is None:
+            return
+        self.echo_lag_s = lag
+        if prev is None or abs(prev - lag) > 0.004:
+            return                                   # one measurement is not enough
+        lo, hi = self.good_delay_s
+        if not lo - 1e-3 <= self.lead_s + lag <= hi:
+            self.lead_s = self.target_delay_s - lag
+            self.auto_aligned += 1
+            self._last_lag = None                    # measure afresh from here
+
     def _frame(self, samples: np.ndarray):
         return self._rtc.AudioFrame(samples.astype(np.int16).tobytes(), RATE, 1, FRAME)
 
@@ -178,6 +289,8 @@ class EchoCanceller:
         elif self._next_t is not None:
             self.resyncs += 1
         self._next_t = t + x.size / RATE
+        if self.estimator is not None:
+            self._measure(x, t)
         if not self.reference.wait_covered(self._next_t + self.lead_s, self.max_wait_s):
             self.late_reference += 1
         out = x.copy()

@@ -81,6 +81,11 @@ class MicrophoneNode(Node):
                                    'echo canceller this long before the audio it goes with, '
                                    'so that stamp errors never put an echo ahead of it [ms]',
                                    min_value=0, max_value=300, read_only=True)
+        self.aec_auto_delay = declare(self, 'aec_auto_delay', True, 'Measure where the echo '
+                                      'really is (cross-correlation with the reference, once '
+                                      'a second while the droid plays) and move the reference '
+                                      'when the stamps put it where AEC3 cannot cancel it',
+                                      read_only=True)
         self.muted = declare(self, 'muted', False, 'Publish silence instead of what the '
                              "microphone hears (the dashboard's mute button); settable at "
                              'run time')
@@ -93,7 +98,9 @@ class MicrophoneNode(Node):
         if self.echo_cancel:
             self.reference = ReferenceBuffer()
             self.aec = EchoCanceller(self.reference, self.aec_noise_suppression,
-                                     delay_ms=self.aec_delay_ms, lead_ms=self.aec_lead_ms)
+                                     delay_ms=self.aec_delay_ms, lead_ms=self.aec_lead_ms,
+                                     auto_delay=self.aec_auto_delay)
+            self._aec_aligned = 0
             if self.aec.available:
                 self.create_subscription(AudioChunk, names.PLAYBACK, self._on_playback,
                                          RELIABLE_QOS)   # a lost block = an echo let through
@@ -187,11 +194,26 @@ class MicrophoneNode(Node):
             out = frame.samples
             if self.aec is not None and self.rate == 16000:
                 out = self.aec.process(out, frame.t)
+                if self.aec.auto_aligned != self._aec_aligned:
+                    self._report_alignment()
             if self.muted:
                 out = out * 0
             self.pub.publish(audio_chunk(out, frame.t, self._seq, self.rate,
                                          self.frame_id or cap.name))
             self._seq += 1
+
+    def _report_alignment(self) -> None:
+        aec = self.aec
+        self._aec_aligned = aec.auto_aligned
+        lag_ms = aec.echo_lag_s * 1000.0
+        self.get_logger().warning(
+            f'the echo reaches the microphone {abs(lag_ms):.0f} ms '
+            f'{"after" if lag_ms >= 0 else "before"} the time the speaker says it is heard: '
+            f'reference moved to a {aec.lead_s * 1000.0:.0f} ms lead (measured, '
+            f'{aec.auto_aligned} times so far)')
+        self.diag.set(OK, 'echo cancellation on (reference: audio/playback; delay measured)',
+                      component='echo', echo_lag_ms=round(lag_ms, 1),
+                      lead_ms=round(aec.lead_s * 1000.0, 1), realigned=aec.auto_aligned)
 
     def close(self) -> None:
         self._stop.set()
@@ -200,7 +222,10 @@ class MicrophoneNode(Node):
             self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
                                    f'{self.aec.resyncs} re-alignments, reference '
                                    f'{self.reference.blocks} blocks '
-                                   f'({self.aec.late_reference} times late)')
+                                   f'({self.aec.late_reference} times late), lead '
+                                   f'{self.aec.lead_s * 1000.0:.0f} ms, echo measured at '
+                                   + ('-' if self.aec.echo_lag_s is None else
+                                      f'{self.aec.echo_lag_s * 1000.0:+.0f} ms'))
 
 
     def _on_set_parameters(self, params):

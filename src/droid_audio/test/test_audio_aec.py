@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from droid_audio.aec import FRAME, RATE, EchoCanceller, ReferenceBuffer, erle_db
+from droid_audio.aec import (FRAME, RATE, EchoCanceller, EchoDelayEstimator, ReferenceBuffer,
+                            erle_db)
 from droid_common.testing import speech
 
 
@@ -102,3 +103,116 @@ def test_late_reference_is_waited_for_while_a_player_is_active():
     threading.Timer(0.05, lambda: ref.add(9.01, np.ones(8000))).start()
     assert ref.wait_covered(9.5, 2.0)                       # the late block arrives
     assert ref.wait_covered(20.0, 0.01)                     # long idle: not waited for
+
+
+# -- the echo's delay, measured ------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def long_droid():
+    return speech('Welcome to the cantina, friend. I am the droid on the speaker, and I will '
+                  'keep talking for quite a while, about music, lights and the best songs of '
+                  'the galaxy.', 'en-us+m3').astype(np.float32)
+
+
+def room_run(droid, lag_ms, auto_delay, user=None, ahead_s=0.2):
+    """The droid's voice played from t0, its echo in the microphone ``lag_ms`` after the
+    stamps say (negative: before); the reference streams in ``ahead_s`` ahead of the
+    microphone, as the players send it. Returns (microphone, cleaned, canceller)."""
+    n = (len(droid) // FRAME) * FRAME
+    d = int(lag_ms * RATE / 1000)
+    mic = np.zeros(n)
+    if d >= 0:
+        mic[d:] = 0.5 * droid[:n - d]
+    else:
+        mic[:n + d] = 0.5 * droid[-d:n]
+    if user is not None:
+        u0 = int(2.0 * RATE)
+        mic[u0:u0 + len(user)] += 0.6 * user[:n - u0]
+    t0 = 1000.0
+    ref = ReferenceBuffer()
+    aec = EchoCanceller(ref, auto_delay=auto_delay, max_wait_s=0.0)
+    fed, out = 0, []
+    for i in range(0, n, 1280):
+        while fed < min(n, i + 1280 + int(ahead_s * RATE)):
+            ref.add(t0 + fed / RATE, droid[fed:fed + 640])
+            fed += 640
+        out.append(aec.process(np.clip(mic[i:i + 1280], -32768, 32767), t0 + i / RATE))
+    return mic, np.concatenate(out), aec
+
+
+def test_an_echo_far_ahead_of_its_stamps_is_measured_and_then_cancelled(long_droid):
+    """A sound server that misreports its latency puts the echo 150 ms before its
+    reference: beyond the lead, never cancelled. Measured, the reference moves and the
+    rest of the speech is cancelled."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    late = slice(4 * RATE, None)                         # after the measurement settled
+    mic, out, aec = room_run(long_droid, -150, auto_delay=False)
+    assert erle_db(mic[late], out[late]) < 10.0 and aec.lead_s == pytest.approx(0.060)
+    mic, out, aec = room_run(long_droid, -150, auto_delay=True)
+    assert aec.auto_aligned == 1
+    assert aec.echo_lag_s == pytest.approx(-0.150, abs=0.002)
+    assert aec.lead_s == pytest.approx(0.210, abs=0.002)    # the echo now 60 ms after it
+    assert erle_db(mic[late], out[late]) > 25.0
+
+
+def test_a_speaker_half_a_second_late_is_measured_and_then_cancelled(long_droid):
+    """A Bluetooth speaker: the echo 480 ms after the stamps, past what AEC3 finds."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    late = slice(4 * RATE, None)
+    mic, out, aec = room_run(long_droid, 480, auto_delay=False)
+    assert erle_db(mic[late], out[late]) < 15.0
+    mic, out, aec = room_run(long_droid, 480, auto_delay=True)
+    assert aec.auto_aligned == 1 and aec.echo_lag_s == pytest.approx(0.480, abs=0.002)
+    assert erle_db(mic[late], out[late]) > 25.0
+
+
+@pytest.mark.parametrize('lag_ms', [-40, 0, 40, 250])
+def test_an_echo_aec3_already_cancels_is_measured_and_left_alone(long_droid, lag_ms):
+    """Moving the reference costs AEC3 a second of re-convergence: within its range the
+    lead stays where it is."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    mic, out, aec = room_run(long_droid, lag_ms, auto_delay=True)
+    assert aec.auto_aligned == 0 and aec.lead_s == pytest.approx(0.060)
+    assert aec.echo_lag_s == pytest.approx(lag_ms / 1000.0, abs=0.002)
+    assert erle_db(mic[2 * RATE:], out[2 * RATE:]) > 25.0
+
+
+def test_the_delay_is_found_while_the_user_talks_over_the_droid(long_droid, voices):
+    est = EchoDelayEstimator()
+    ref = ReferenceBuffer(seconds=30)
+    t0 = 50.0
+    ref.add(t0, long_droid)
+    _, user = voices
+    n = 3 * RATE
+    d = int(0.1 * RATE)
+    mic = np.zeros(n)
+    mic[d:] = 0.3 * long_droid[:n - d]
+    mic[:len(user)] += 0.8 * user[:n]
+    est.push(mic[:RATE // 2], t0)
+    assert est.estimate(ref) is None                     # half a second is not enough yet
+    for i in range(RATE // 2, n, RATE // 2):
+        est.push(mic[i:i + RATE // 2], t0 + i / RATE)
+        assert est.estimate(ref) == pytest.approx(0.100, abs=0.001)
+
+
+def test_no_echo_no_reference_or_a_gap_gives_no_delay(long_droid, voices):
+    rng = np.random.default_rng(3)
+    _, user = voices
+    t0 = 50.0
+    playing = ReferenceBuffer(seconds=30)
+    playing.add(t0, long_droid)
+    silent = ReferenceBuffer(seconds=30)
+    n = 2 * RATE
+    only_user = np.zeros(n)
+    only_user[:len(user)] = 0.8 * user[:n]
+    only_user += 50 * rng.standard_normal(n)
+    est = EchoDelayEstimator()
+    est.push(only_user, t0)
+    assert est.ready and est.estimate(playing) is None   # a voice that is not the droid's
+    echo = np.zeros(n)
+    echo[1600:] = 0.3 * long_droid[:n - 1600]
+    est.push(echo, t0)                                   # not continuous: starts again
+    assert est.ready and est.estimate(silent) is None    # nothing played: nothing to find
+    assert est.estimate(playing) == pytest.approx(0.100, abs=0.001)
+    est.push(echo[:1280], t0 + 5.0)                      # a gap in the microphone audio
+    assert not est.ready and est.estimate(playing) is None
