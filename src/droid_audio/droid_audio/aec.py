@@ -10,9 +10,11 @@ the reference heard ``lead_ms`` earlier than the microphone audio it goes with. 
 estimates the remaining delay (the room, the sound card) itself, but only a causal one: an
 echo that reaches the microphone before its reference cannot be cancelled, and the two
 stamps (playback: when it is heard; capture: when it was recorded) are each a few tens of
-ms off. The lead keeps the reference ahead of its echo however the two errors add up (the
-echo tests found the echo within about +-25 ms of the reference's stamp). ``delay_ms`` is
-only a hint to AEC3.
+ms off. The lead (90 ms) keeps the reference ahead of its echo however the two errors add
+up (the echo tests find the echo between 37 ms before and 28 ms after the reference's stamp,
+a different offset each run; a lead of 90 ms costs no waiting for the reference, 120 ms
+makes the microphone wait 20-40 ms a block while the droid talks). ``delay_ms`` is only a
+hint to AEC3.
 
 The stamps can also be off by more than the lead allows: a sound server that misreports
 its latency, a Bluetooth speaker (a quarter of a second late), a microphone anchored late
@@ -205,7 +207,7 @@ class EchoCanceller:
 
     def __init__(self, reference: ReferenceBuffer, noise_suppression: bool = False,
                  high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.5,
-                 max_wait_s: float = 0.15, lead_ms: float = 60.0, auto_delay: bool = True,
+                 max_wait_s: float = 0.15, lead_ms: float = 90.0, auto_delay: bool = True,
                  good_delay_ms: tuple = (0.0, 380.0), target_delay_ms: float = 60.0,
                  every_s: float = 0.5):
         self.reference = reference
@@ -220,6 +222,7 @@ class EchoCanceller:
         self._last_lag: float | None = None
         self.max_wait_s = float(max_wait_s)
         self.late_reference = 0
+        self.waited_s = 0.0                          # time spent waiting for the reference
         self.resync_s = float(resync_s)
         self._next_t: float | None = None
         self.resyncs = 0
@@ -291,8 +294,10 @@ class EchoCanceller:
         self._next_t = t + x.size / RATE
         if self.estimator is not None:
             self._measure(x, t)
+        waited = time.monotonic()
         if not self.reference.wait_covered(self._next_t + self.lead_s, self.max_wait_s):
             self.late_reference += 1
+        self.waited_s += time.monotonic() - waited
         out = x.copy()
         for i in range(0, (x.size // FRAME) * FRAME, FRAME):
             ref = self.reference.take(t + self.lead_s + i / RATE, FRAME)

@@ -77,7 +77,7 @@ class MicrophoneNode(Node):
         self.aec_delay_ms = declare(self, 'aec_delay_ms', 0, 'Hint of the speaker-to-microphone '
                                     'delay beyond the stamps [ms]; AEC3 estimates the rest',
                                     min_value=0, max_value=500, read_only=True)
-        self.aec_lead_ms = declare(self, 'aec_lead_ms', 60, 'The reference is given to the '
+        self.aec_lead_ms = declare(self, 'aec_lead_ms', 90, 'The reference is given to the '
                                    'echo canceller this long before the audio it goes with, '
                                    'so that stamp errors never put an echo ahead of it [ms]',
                                    min_value=0, max_value=300, read_only=True)
@@ -222,7 +222,8 @@ class MicrophoneNode(Node):
             self.get_logger().info(f'echo cancellation: {self.aec.frames} frames, '
                                    f'{self.aec.resyncs} re-alignments, reference '
                                    f'{self.reference.blocks} blocks '
-                                   f'({self.aec.late_reference} times late), lead '
+                                   f'({self.aec.late_reference} times late, waited for '
+                                   f'{self.aec.waited_s:.2f} s in all), lead '
                                    f'{self.aec.lead_s * 1000.0:.0f} ms, echo measured at '
                                    + ('-' if self.aec.echo_lag_s is None else
                                       f'{self.aec.echo_lag_s * 1000.0:+.0f} ms'))

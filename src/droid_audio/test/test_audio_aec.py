@@ -147,7 +147,7 @@ def test_an_echo_far_ahead_of_its_stamps_is_measured_and_then_cancelled(long_dro
     pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
     late = slice(4 * RATE, None)                         # after the measurement settled
     mic, out, aec = room_run(long_droid, -150, auto_delay=False)
-    assert erle_db(mic[late], out[late]) < 10.0 and aec.lead_s == pytest.approx(0.060)
+    assert erle_db(mic[late], out[late]) < 10.0 and aec.lead_s == pytest.approx(0.090)
     mic, out, aec = room_run(long_droid, -150, auto_delay=True)
     assert aec.auto_aligned == 1
     assert aec.echo_lag_s == pytest.approx(-0.150, abs=0.002)
@@ -172,7 +172,7 @@ def test_an_echo_aec3_already_cancels_is_measured_and_left_alone(long_droid, lag
     lead stays where it is."""
     pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
     mic, out, aec = room_run(long_droid, lag_ms, auto_delay=True)
-    assert aec.auto_aligned == 0 and aec.lead_s == pytest.approx(0.060)
+    assert aec.auto_aligned == 0 and aec.lead_s == pytest.approx(0.090)
     assert aec.echo_lag_s == pytest.approx(lag_ms / 1000.0, abs=0.002)
     assert erle_db(mic[2 * RATE:], out[2 * RATE:]) > 25.0
 
