@@ -36,7 +36,11 @@ Rules (all times are audio capture times):
   it ends in . ? or ! and its last word is not a filler, article, preposition,
   conjunction or auxiliary), ``words_silence_ms`` of silence ends the turn even when
   the turn model is unsure (smart-turn hears some synthetic or noisy questions as
-  unfinished). Without a turn model, ``silence_ms`` of unvoiced
+  unfinished). Over background noise the VAD's probability decays slowly after the last
+  word (0.5-0.9 for up to 300 ms, while the level is back at the noise's): for the end
+  of speech, a VAD window that is not sure (below ``noise_gate_prob``) counts as voiced
+  only if it is ``noise_gate_db`` louder than the background (:class:`NoiseFloor`, the
+  median level of recent windows the VAD calls non-speech). Without a turn model, ``silence_ms`` of unvoiced
   audio ends it. Either way ``END_SILENCE``; ``max_utterance_s`` ends it anyway
   (``END_MAX_LENGTH``). A wake followed by no speech for ``wake_timeout_s`` ends it as
   silence.
@@ -101,6 +105,8 @@ class ListenerConfig:
     incomplete_silence_ms: float = 1500.0  # silence that ends a turn the model finds incomplete
     turn_threshold: float = 0.5       # turn-complete probability
     words_silence_ms: float = 240.0   # silence that ends a turn whose words read complete (0: off)
+    noise_gate_db: float = 10.0       # an unsure window must be this far above the noise (0: off)
+    noise_gate_prob: float = 0.95     # ... a window at least this sure is voiced anyway
     min_speech_ms: float = 160.0      # voiced audio needed before silence can end it
     max_utterance_s: float = 15.0
     wake_timeout_s: float = 4.0       # wake with no speech after it: end after this
@@ -177,6 +183,39 @@ class _Utterance:
     unvoiced_ms: float = 0.0
 
 
+VAD_WINDOW = 512                      # samples in one VAD window (32 ms at 16 kHz)
+
+
+def level_db(samples) -> float:
+    """Mean power of int16 samples in dB (0 dB = 1 LSB RMS; digital silence -30 dB)."""
+    x = np.asarray(samples, dtype=np.float64)
+    return 10.0 * math.log10(float(np.mean(x * x)) + 1e-3) if x.size else -30.0
+
+
+class NoiseFloor:
+    """The background level: the median (dB) of the last ``history`` VAD windows with a
+    speech probability below ``speech_below``; None until ``min_windows`` were seen."""
+
+    def __init__(self, history: int = 24, min_windows: int = 8, speech_below: float = 0.5):
+        self._levels: collections.deque = collections.deque(maxlen=int(history))
+        self.min_windows = int(min_windows)
+        self.speech_below = float(speech_below)
+        self._level: float | None = None
+
+    def add(self, prob: float, db: float) -> None:
+        if prob < self.speech_below and math.isfinite(db):
+            self._levels.append(db)
+            self._level = None                      # recomputed when asked
+
+    @property
+    def level(self) -> float | None:
+        if len(self._levels) < self.min_windows:
+            return None
+        if self._level is None:
+            self._level = float(np.median(self._levels))
+        return self._level
+
+
 class ListenerCore:
     """Wake/VAD/endpoint state machine. Feed frames with :meth:`process`."""
 
@@ -217,6 +256,8 @@ class ListenerCore:
         self._last_vad_pub = -math.inf
         self._last_prob = 0.0
         self._last_t = 0.0             # capture time of the last frame processed
+        self.noise = NoiseFloor()
+        self._tail = np.zeros(0, dtype=np.int16)   # the previous frame's last VAD window
         self.stats = collections.Counter()
 
     # ---- inputs other than audio -------------------------------------------------------
@@ -310,6 +351,7 @@ class ListenerCore:
             return []
         self._last_t = t
         vad_prob = float(vad_prob) if math.isfinite(vad_prob) else 0.0
+        vad_windows = self._loudness(samples, vad_windows)
         if wake_scores:
             wake_scores = {k: v for k, v in wake_scores.items() if math.isfinite(v)}
         cfg = self.cfg
@@ -394,6 +436,29 @@ class ListenerCore:
                                              float(vad_prob), guard))
         return events
 
+    def _loudness(self, samples: np.ndarray, vad_windows) -> list | None:
+        """The VAD windows as (probability, end offset, counts as voiced for the end of
+        speech); the noise floor learns from the unvoiced ones."""
+        if not vad_windows:
+            self._tail = np.asarray(samples)[-VAD_WINDOW:]
+            return vad_windows
+        cfg = self.cfg
+        x = np.concatenate([self._tail, np.asarray(samples)])
+        off = len(self._tail)
+        out = []
+        for p, e in vad_windows:
+            end = off + min(max(int(e), 0), len(samples))
+            db = level_db(x[max(0, end - VAD_WINDOW):end])
+            floor = self.noise.level
+            loud = cfg.noise_gate_db <= 0 or floor is None or p >= cfg.noise_gate_prob or \
+                db >= floor + cfg.noise_gate_db
+            if p >= cfg.vad_threshold and not loud:
+                self.stats['windows_noise_gated'] += 1
+            self.noise.add(p, db)
+            out.append((p, e, loud))
+        self._tail = x[-VAD_WINDOW:]
+        return out
+
     # ---- utterance lifecycle ---------------------------------------------------------------
 
     def _start(self, cid: str, trigger: int, t: float, samples: np.ndarray,
@@ -469,12 +534,15 @@ class ListenerCore:
         t_end = t + cfg.frame_s
         events = []
         voiced = vad_prob >= cfg.vad_threshold
+        sure = [w for w in (vad_windows or ()) if w[0] >= cfg.vad_threshold]
+        ends = [e for p, e, loud in sure if loud]
+        if voiced and sure and not ends:
+            voiced = False     # only the noise's level left: the VAD's slow decay
         if voiced:
             if u.run_start is None:
                 u.run_start = t
             u.voiced_ms += cfg.frame_s * 1000.0
             u.last_voiced_end = t_end
-            ends = [e for p, e in (vad_windows or ()) if p >= cfg.vad_threshold]
             if ends:           # the end of the last voiced window, not of the frame
                 u.last_voiced_end = t + min(max(ends), len(samples)) / MIC_RATE
             u.unvoiced_ms = (t_end - u.last_voiced_end) * 1000.0

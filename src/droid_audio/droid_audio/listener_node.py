@@ -128,6 +128,15 @@ class ListenerNode(Node):
                                      'finished sentence, even if the turn model is unsure '
                                      '(0 = off; needs the turn model) [ms]', min_value=0.0,
                                      max_value=10000.0, read_only=True),
+            noise_gate_db=declare(self, 'noise_gate_db', d.noise_gate_db, 'Over background '
+                                  'noise, a VAD window below noise_gate_prob counts as speech '
+                                  'for the end of speech only this far above the noise '
+                                  "floor (cuts the VAD's slow decay after the last word; "
+                                  '0 = off) [dB]', min_value=0.0, max_value=40.0,
+                                  read_only=True),
+            noise_gate_prob=declare(self, 'noise_gate_prob', d.noise_gate_prob, 'A VAD window '
+                                    'at least this sure is speech whatever its level',
+                                    min_value=0.0, max_value=1.0, read_only=True),
             min_speech_ms=declare(self, 'min_speech_ms', d.min_speech_ms, 'Voiced audio '
                                   'needed before silence can end an utterance [ms]',
                                   min_value=0.0, max_value=5000.0, read_only=True),

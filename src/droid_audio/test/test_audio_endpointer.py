@@ -12,6 +12,7 @@ from droid_audio.endpointer import (
     UTT,
     ListenerConfig,
     ListenerCore,
+    NoiseFloor,
     TraceMark,
     UtteranceEvent,
     VoiceActivityEvent,
@@ -413,6 +414,60 @@ def test_end_of_speech_is_known_to_the_vad_window():
     ev = d.feed(2, prob=0.0)                   # 48 + 160 = 208 ms >= 200 ms of silence
     ended = d.utt('ENDED', ev)
     assert ended and ended[0].audio_end == pytest.approx(t + 512 / 16000)
+
+
+def windows_frame(d, prob, amp, wake=0.0):
+    """One frame whose two VAD windows (ending 512 and 1024 samples in) say ``prob``,
+    its samples at level ``amp``."""
+    out = d.core.process(d.t, np.full(1280, amp, np.int16), {'hey_jarvis': wake},
+                         prob, [(prob, 512), (prob, 1024)])
+    d.i += 1
+    d.events += out
+    return out
+
+
+@pytest.mark.parametrize('gate_db', [6.0, 0.0])
+def test_over_noise_the_vads_slow_decay_does_not_hold_the_end_of_speech(gate_db):
+    """Over background noise Silero's probability stays 0.5-0.9 for a few hundred ms
+    after the last word, at the noise's level: unsure windows at the noise floor are not
+    speech (noise_gate_db), sure ones still are. gate_db 0: the old behaviour."""
+    d = Driver(mode='IDLE', silence_ms=200, min_speech_ms=160, noise_gate_db=gate_db)
+    for _ in range(6):
+        windows_frame(d, 0.1, 300)                       # the room: 12 windows at 49.5 dB
+    assert d.core.noise.level == pytest.approx(10 * np.log10(300.0 ** 2 + 1e-3))
+    windows_frame(d, 0.99, 3000, wake=0.9)
+    for _ in range(3):
+        windows_frame(d, 0.99, 3000)                     # the command, 20 dB above
+    windows_frame(d, 0.97, 300)                          # sure, though as quiet as the room
+    speech_end = d.t - F + 1024 / 16000
+    for _ in range(4):
+        windows_frame(d, 0.7, 300)                       # the decay: unsure, at the floor
+    decay_end = d.t - F + 1024 / 16000
+    for _ in range(4):
+        windows_frame(d, 0.1, 300)
+    ended = d.utt('ENDED')
+    assert len(ended) == 1
+    if gate_db:
+        assert ended[0].audio_end == pytest.approx(speech_end)
+        assert d.core.stats['windows_noise_gated'] == 8
+    else:
+        assert ended[0].audio_end == pytest.approx(decay_end)
+        assert d.core.stats['windows_noise_gated'] == 0
+
+
+def test_the_noise_floor_is_the_median_of_what_the_vad_calls_non_speech():
+    floor = NoiseFloor(history=5, min_windows=3)
+    floor.add(0.1, 40.0)
+    floor.add(0.9, 80.0)                                 # speech: not the floor
+    floor.add(0.2, 42.0)
+    assert floor.level is None                           # two windows are not enough
+    floor.add(0.3, 90.0)                                 # a bang: the median ignores it
+    assert floor.level == 42.0
+    for _ in range(5):
+        floor.add(0.0, 50.0)                             # the room got louder
+    assert floor.level == 50.0
+    floor.add(0.1, float('nan'))
+    assert floor.level == 50.0
 
 
 def test_reads_complete():

@@ -74,6 +74,25 @@ def test_every_phrase_wakes_once_and_the_wake_phrase_is_cut_out_of_the_audio(hea
         assert (u.end.audio_end - t0) * SR >= clip.speech_end - 0.05 * SR
 
 
+def test_over_background_noise_the_end_of_speech_is_the_last_word(heard):
+    """Pink noise 15-25 dB below the speech: Silero's probability decays over a few
+    hundred ms after the last word; the end of speech is still found within 60 ms of it.
+    The same clips with the noise gate off end 130-280 ms late (the test of the test)."""
+    noisy = [(clip, utts, t0) for clip, utts, _e, t0 in heard if clip.phrase.noise_db]
+    assert len(noisy) >= 3
+    for clip, utts, t0 in noisy:
+        late = (utts[-1].end.audio_end - t0) * SR - clip.speech_end
+        assert -0.05 * SR <= late <= 0.06 * SR, (clip.phrase, late / SR)
+    ungated = OfflineListener(ListenerConfig(noise_gate_db=0.0))
+    lates = []
+    for clip, _utts, _t0 in noisy:
+        t0 = ungated.now
+        events = ungated.feed(clip.samples) + ungated.feed(np.zeros(2 * SR, np.int16))
+        utts = ungated.utterances(events)
+        lates.append((utts[-1].end.audio_end - t0) * SR - clip.speech_end)
+    assert max(lates) > 0.12 * SR, lates
+
+
 def test_a_finished_sentence_ends_on_the_short_silence(heard):
     cfg = ListenerConfig()
     clip, utts, events, t0 = heard[[p.reference for p in PHRASES].index(
