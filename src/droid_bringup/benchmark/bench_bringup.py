@@ -56,6 +56,7 @@ class Driver(Node):
         self.first_audio = {}
         self.done = {}
         self.tracker = LatencyTracker(max_turns=300)
+        self.sent = {}                   # conversation id -> the transcription's stamp [s]
         self.cv = threading.Condition()
 
     def on_trace(self, m):
@@ -76,6 +77,7 @@ class Driver(Node):
         msg.header.stamp = now.to_msg()
         self.pub.publish(msg)
         t0 = now.nanoseconds * 1e-9
+        self.sent[cid] = t0
         deadline = time.monotonic() + timeout
         with self.cv:
             while len(self.done.get(cid, ())) < 2:
@@ -151,6 +153,15 @@ def main() -> int:
             for label, ms in breakdown(turn)['ms'].items():
                 stages.setdefault(label, []).append(ms)
         stage_p50 = {k: round(percentile(v, 50), 3) for k, v in sorted(stages.items())}
+        # each hand-off on the way, from the final transcription's stamp
+        since = {}
+        for turn in list(node.tracker.turns.values()):
+            t0 = node.sent.get(turn.conversation_id)
+            for stage in ('llm_request', 'first_token', 'first_sentence', 'first_audio'):
+                if t0 is not None and stage in turn.first:
+                    since.setdefault(stage, []).append((turn.first[stage].stamp - t0) * 1000.0)
+        since_p50 = {k: {'p50': round(percentile(v, 50), 3), 'p99': round(percentile(v, 99), 3)}
+                     for k, v in since.items()}
         node.destroy_node()
         rclpy.try_shutdown()
     os.unlink(params)
@@ -170,6 +181,7 @@ def main() -> int:
         'target_rss_growth_pct': 5.0,
         'turns_per_s': round(args.turns / wall, 1),
         'stage_p50_ms_last_300_turns': stage_p50,
+        'from_final_transcript_ms_last_300_turns': since_p50,
     }, indent=2))
     return 0
 
