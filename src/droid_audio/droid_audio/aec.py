@@ -215,6 +215,8 @@ class EchoCanceller:
         self.good_delay_s = (good_delay_ms[0] / 1000.0, good_delay_ms[1] / 1000.0)
         self.target_delay_s = float(target_delay_ms) / 1000.0
         self.every = int(every_s * RATE)
+        self.sure_ratio = 30.0          # a peak this clear is believed at once (a voice that
+        #                                 is not the droid's: <= 11; the echo alone: 100-500)
         self.estimator = EchoDelayEstimator() if auto_delay else None
         self.echo_lag_s: float | None = None        # last measured: echo after its stamp
         self.auto_aligned = 0                        # times the lead was moved
@@ -262,8 +264,9 @@ class EchoCanceller:
         if lag is None:
             return
         self.echo_lag_s = lag
-        if prev is None or abs(prev - lag) > 0.004:
-            return                                   # one measurement is not enough
+        if (prev is None or abs(prev - lag) > 0.004) and \
+                self.estimator.last_ratio < self.sure_ratio:
+            return                        # one measurement is not enough, unless very clear
         lo, hi = self.good_delay_s
         if not lo - 1e-3 <= self.lead_s + lag <= hi:
             self.lead_s = self.target_delay_s - lag
@@ -282,14 +285,16 @@ class EchoCanceller:
         x = np.asarray(samples, dtype=np.int16).reshape(-1)
         if not self.available:
             return x
-        # Capture stamps are re-anchored by tens of ms now and then (by a hundred and more
-        # on a loaded machine: a late block looks like lost samples); the audio is
-        # continuous. A jump in the reference alignment makes AEC3 lose its lock for a
+        # Capture stamps are re-anchored forward by tens of ms now and then (by a hundred
+        # and more on a loaded machine: a late block looks like lost samples); the audio
+        # is continuous. A jump in the reference alignment makes AEC3 lose its lock for a
         # second, so follow the samples and re-align only when really off, or when the
         # microphone says it lost samples (realign()).
-        if self._next_t is not None and abs(t - self._next_t) < self.resync_s:
+        # The capture timeline only moves back to correct itself (a measurement is an
+        # upper bound of the capture time): those moves are followed, forward jumps are not.
+        if self._next_t is not None and 0.0 < t - self._next_t < self.resync_s:
             t = self._next_t
-        elif self._next_t is not None:
+        elif self._next_t is not None and t - self._next_t <= -self.resync_s:
             self.resyncs += 1
         self._next_t = t + x.size / RATE
         if self.estimator is not None:

@@ -69,7 +69,7 @@ def test_an_echo_stamped_ahead_of_its_reference_is_cancelled_with_the_lead(voice
     def erle(lead_ms):
         ref = ReferenceBuffer()
         ref.add(t0, droid[:n])
-        aec = EchoCanceller(ref, lead_ms=lead_ms)
+        aec = EchoCanceller(ref, lead_ms=lead_ms, auto_delay=False)
         out = np.concatenate([aec.process(np.clip(mic[i:i + 1280], -32768, 32767),
                                           t0 + i / RATE) for i in range(0, n, 1280)])
         a = int(0.8 * RATE)
@@ -216,3 +216,35 @@ def test_no_echo_no_reference_or_a_gap_gives_no_delay(long_droid, voices):
     assert est.estimate(playing) == pytest.approx(0.100, abs=0.001)
     est.push(echo[:1280], t0 + 5.0)                      # a gap in the microphone audio
     assert not est.ready and est.estimate(playing) is None
+
+
+def test_the_capture_timeline_correcting_itself_is_followed(long_droid):
+    """Under load the microphone's first stamps can be late by most of a second; its
+    timeline then walks back to the truth, 40 ms a block. The canceller follows those
+    moves back (a forward jump it ignores: a late block, not lost audio), so the echo
+    stays where AEC3 finds it."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    droid = long_droid
+    n = (len(droid) // 1280) * 1280
+    delay = int(0.04 * RATE)
+    mic = np.zeros(n)
+    mic[delay:] = 0.5 * droid[:n - delay]
+    t0 = 1000.0
+
+    def run(walk_back):
+        ref = ReferenceBuffer(seconds=30)
+        ref.add(t0, droid[:n])                           # all of it known beforehand
+        aec = EchoCanceller(ref, auto_delay=False, max_wait_s=0.0)
+        error, out = 0.45, []                            # the first stamp 450 ms late
+        for k, i in enumerate(range(0, n, 1280)):
+            if walk_back:
+                error = max(0.0, error - 0.04)
+            if k == 60:
+                error += 0.1                             # a late block: a jump forward
+            out.append(aec.process(np.clip(mic[i:i + 1280], -32768, 32767),
+                                   t0 + i / RATE + error))
+        return erle_db(mic[3 * RATE:], np.concatenate(out)[3 * RATE:]), aec
+    followed, aec = run(walk_back=True)
+    assert followed > 25.0 and aec.resyncs == 0
+    stuck, _ = run(walk_back=False)                      # the first stamp kept: 540 ms off
+    assert stuck < 10.0

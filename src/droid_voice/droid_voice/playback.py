@@ -24,7 +24,13 @@ class PlaybackTap:
                  resync_s: float = 0.1):
         from collections import deque
         self.resync_s = float(resync_s)
-        self.gap_s = 0.015               # later than the timeline by this much: a real gap
+        # Later than the timeline by this much: a real gap (an underrun, a clock jump).
+        # A callback that merely runs late (a loaded machine: 15-45 ms seen) measures a
+        # later time for audio that is not heard later; following it would stamp the
+        # reference late, i.e. put its echo *before* it, where echo cancellation cannot
+        # reach. Kept on the timeline instead, an error can only put the echo later,
+        # which the canceller absorbs.
+        self.gap_s = float(resync_s)
         self.realigned = 0
         self.hold_s = 1.0
         self._active_until = float('-inf')
