@@ -20,10 +20,11 @@ The stamps can also be off by more than the lead allows: a sound server that mis
 its latency, a Bluetooth speaker (a quarter of a second late), a microphone anchored late
 under load. An echo more than ``lead_ms`` early is never cancelled, for the whole run. So
 the canceller also measures where the echo really is (:class:`EchoDelayEstimator`: the
-cross-correlation, PHAT-weighted, of the raw microphone audio with the reference, once a
-second while the droid plays) and, when two measurements agree that the echo lies outside
-what AEC3 handles well, moves the reference so the echo comes ``target`` ms after it
-(``auto_delay``; :attr:`EchoCanceller.lead_s` is the lead in use).
+cross-correlation, PHAT-weighted, of the raw microphone audio with the reference, twice a
+second while the droid plays) and, when two measurements agree (or one is very clear) that
+the echo lies outside what AEC3 handles well (0-380 ms after its reference), moves the
+reference so the echo comes ``target`` ms after it (``auto_delay``;
+:attr:`EchoCanceller.lead_s` is the lead in use).
 
 Without the ``livekit`` package the canceller is unavailable (:attr:`EchoCanceller.error`)
 and the microphone audio passes through unchanged; the listener's self-hearing guard stays
@@ -251,8 +252,9 @@ class EchoCanceller:
         self._next_t = None
 
     def _measure(self, x: np.ndarray, t: float) -> None:
-        """Feed the delay estimator; once every ``every_s`` move the lead if two
-        measurements in a row put the echo outside ``good_delay_ms`` of the reference."""
+        """Feed the delay estimator; every ``every_s`` measure, and move the lead if two
+        measurements in a row (or one very clear one) put the echo outside
+        ``good_delay_ms`` of the reference."""
         est = self.estimator
         est.push(x, t)
         self._since_estimate += x.size

@@ -82,7 +82,7 @@ class MicrophoneNode(Node):
                                    'so that stamp errors never put an echo ahead of it [ms]',
                                    min_value=0, max_value=300, read_only=True)
         self.aec_auto_delay = declare(self, 'aec_auto_delay', True, 'Measure where the echo '
-                                      'really is (cross-correlation with the reference, once '
+                                      'really is (cross-correlation with the reference, twice '
                                       'a second while the droid plays) and move the reference '
                                       'when the stamps put it where AEC3 cannot cancel it',
                                       read_only=True)
