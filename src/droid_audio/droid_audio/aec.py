@@ -267,7 +267,7 @@ class EchoCanceller:
             return
         self.echo_lag_s = lag
         if (prev is None or abs(prev - lag) > 0.004) and \
-                self.estimator.last_ratio < self.sure_ratio:
+                est.last_ratio < self.sure_ratio:
             return                        # one measurement is not enough, unless very clear
         lo, hi = self.good_delay_s
         if not lo - 1e-3 <= self.lead_s + lag <= hi:

@@ -40,10 +40,10 @@ Rules (all times are audio capture times):
   word (0.5-0.9 for up to 300 ms, while the level is back at the noise's): for the end
   of speech, a VAD window that is not sure (below ``noise_gate_prob``) counts as voiced
   only if it is ``noise_gate_db`` louder than the background (:class:`NoiseFloor`, the
-  median level of recent windows the VAD calls non-speech). Without a turn model, ``silence_ms`` of unvoiced
-  audio ends it. Either way ``END_SILENCE``; ``max_utterance_s`` ends it anyway
-  (``END_MAX_LENGTH``). A wake followed by no speech for ``wake_timeout_s`` ends it as
-  silence.
+  median level of recent windows the VAD calls non-speech). Without a turn model,
+  ``silence_ms`` of unvoiced audio ends it. Either way ``END_SILENCE``;
+  ``max_utterance_s`` ends it anyway (``END_MAX_LENGTH``). A wake followed by no speech
+  for ``wake_timeout_s`` ends it as silence.
 * **Voiced so far**: STARTED and AUDIO messages carry, as ``audio_end``, the capture
   time just after the last voiced frame so far (0 before any), so speech-to-text can
   decode as soon as the user pauses, before the endpoint is decided.
