@@ -5,11 +5,14 @@ thread (never on a callback); callbacks only hand turns over (latest wins) or ca
 
 Subscribes: speech/transcription (finals; partials for preemptive generation),
 voice/speech_event (INTERRUPTED = barge-in), audio/wake_word (a new conversation cancels the
-old reply), audio/utterance (ENDED: the end of the user's turn, for preemptive generation).
+old reply), audio/utterance (for preemptive generation: the voiced audio so far, and ENDED,
+the end of the user's turn).
 
-Preemptive generation (:mod:`droid_brain.preemptive`): when the end of the turn is known
+Preemptive generation (:mod:`droid_brain.preemptive`): when the user pauses and a partial
+covers all the speech so far (``preemptive_on_pause``), when the end of the turn is known
 (the listener ended the utterance) or the latest partial has been stable for
 ``preemptive_stable_ms``, the LLM request starts from that partial as a tentative turn;
+voice after the pause cancels a reply started there;
 the final transcription keeps it when the words match (its held sentences go out at once)
 or cancels it and starts again from the final. Nothing of a discarded reply is published.
 Publishes: brain/reply, brain/sentiment, brain/persona (latched), trace, /diagnostics.
@@ -211,6 +214,12 @@ class BrainNode(Node):
                                             'has not changed for this long [ms] (0 = only at '
                                             'the end of the turn)', min_value=0.0,
                                             max_value=10000.0, read_only=True)
+        p['preemptive_on_pause'] = declare(self, 'preemptive_on_pause', True,
+                                           'With preemptive generation: also start as soon as '
+                                           'a partial covers all the speech so far and the user '
+                                           'paused (before the listener decides the turn is '
+                                           'over; voice after the pause cancels it)',
+                                           read_only=True)
         p['tool_timeout_s'] = declare(self, 'tool_timeout_s', 20.0,
                                       'Longest wait for one ToolCall result [s]',
                                       min_value=0.1, max_value=600.0, read_only=True)
@@ -285,7 +294,8 @@ class BrainNode(Node):
         self.worker = TurnWorker(self.engine, on_dropped=self._dropped, logger=log)
         self.turns = TurnTracker()
         self.preemptor = Preemptor(p['preemptive_stable_ms'] / 1000.0,
-                                   enabled=p['preemptive_generation'])
+                                   enabled=p['preemptive_generation'],
+                                   on_pause=p['preemptive_on_pause'])
         self._preempt_cond = threading.Condition()
         self._closing = False
         self._preempt_thread = None
@@ -463,6 +473,10 @@ class BrainNode(Node):
                 self.get_logger().debug(f'{log_prefix(key[0])}preemptive reply dropped: '
                                         'the words changed')
         if self._can_preempt():
+            start = self.preemptor.pause_due(now_sec(self))
+            if start is not None:
+                self._start_tentative(*start, why='pause')
+                return
             start = self.preemptor.due(now_sec(self))     # e.g. delivered after the end
             if start is not None:
                 self._start_tentative(*start, why='end of turn, late partial')
@@ -471,9 +485,17 @@ class BrainNode(Node):
             self._preempt_cond.notify_all()
 
     def _on_utterance(self, msg: Utterance) -> None:
-        """The listener ended the utterance: the end of the turn is known (a tentative
-        reply starts if the latest partial covers the speech, up to ``audio_end``)."""
-        if msg.state == Utterance.CANCELLED:
+        """The listener's utterance: while it grows, where its voiced audio ends so far (a
+        reply started at a pause is dropped when voice follows); when it ends, the end of
+        the turn is known (a tentative reply starts if the latest partial covers the
+        speech, up to ``audio_end``)."""
+        if msg.state in (Utterance.STARTED, Utterance.AUDIO):
+            if self.preemptor.voiced((msg.conversation_id, msg.utterance_id),
+                                     to_sec(msg.audio_end)) and \
+                    self.worker.cancel_tentative('the user went on speaking'):
+                self.get_logger().debug(f'{log_prefix(msg.conversation_id)}preemptive reply '
+                                        'dropped: the user went on speaking')
+        elif msg.state == Utterance.CANCELLED:
             self.preemptor.forget()
             self.worker.cancel_tentative('utterance cancelled')
         elif msg.state == Utterance.ENDED and self._can_preempt():

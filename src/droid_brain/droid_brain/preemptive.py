@@ -10,7 +10,13 @@ the final matches:
   (0 = never by time alone), or at once when the end of the turn is known or likely
   (:meth:`Preemptor.end_of_turn`: the listener ended the utterance, or an end-of-turn model
   is confident) -- if the partial covers the speech: a partial decoded from audio that ends
-  before the end of speech lacks the last words, and is not worth a request. A newer,
+  before the end of speech lacks the last words, and is not worth a request. With
+  ``on_pause``, a start is also due as soon as a partial covers all the voiced audio so far
+  and some silence after it (:meth:`Preemptor.pause_due`; the voiced-so-far mark comes from
+  the listener's ``Utterance.audio_end``, :meth:`Preemptor.voiced`): the user paused, and
+  speech-to-text decodes a pause before the listener has decided that the turn is over,
+  so the request starts that much sooner. Voice after that pause makes a reply started
+  from it stale at once. A newer,
   different partial makes a started reply stale (cancel it); the
   final keeps it when the texts match after :func:`normalise` (case, punctuation and spaces
   ignored), else the reply is cancelled and restarted from the final.
@@ -48,6 +54,7 @@ class _Candidate:
     audio_end: float = 0.0           # end of the audio it was decoded from (0 = unknown)
     started_at: float | None = None  # when a tentative reply was started from it
     started_text: str = ''
+    at_pause: bool = False           # started by pause_due
 
 
 @dataclass
@@ -57,6 +64,8 @@ class PreemptStats:
     restarted: int = 0        # ... the final differed: cancelled, restarted from the final
     stale: int = 0            # ... a newer, different partial came first: cancelled
     uncovered: int = 0        # end of turn, but the partial did not cover the speech: no start
+    on_pause: int = 0         # ... of the started: at a pause, before the end of the turn
+    resumed: int = 0          # ... of the stale: the user went on speaking after the pause
     saved_s: list = field(default_factory=list)   # per hit: final time - start time
 
     @property
@@ -68,6 +77,7 @@ class PreemptStats:
         saved = sorted(self.saved_s)
         return {'started': self.started, 'kept': self.kept, 'restarted': self.restarted,
                 'stale': self.stale, 'uncovered': self.uncovered,
+                'on_pause': self.on_pause, 'resumed': self.resumed,
                 'hit_rate': None if self.hit_rate is None else round(self.hit_rate, 3),
                 'saved_ms_p50': round(saved[len(saved) // 2] * 1000.0, 1) if saved else None}
 
@@ -75,12 +85,16 @@ class PreemptStats:
 class Preemptor:
     """When to start a tentative reply, and whether the final keeps it. Thread-safe."""
 
-    def __init__(self, stable_s: float = 0.0, enabled: bool = True):
+    PAUSE_S = 0.03        # a partial reaching this far past the voiced audio: a pause
+
+    def __init__(self, stable_s: float = 0.0, enabled: bool = True, on_pause: bool = False):
         self.enabled = bool(enabled)
         self.stable_s = max(0.0, float(stable_s))
+        self.on_pause = bool(on_pause)
         self.stats = PreemptStats()
         self._cand: _Candidate | None = None
         self._ended: tuple | None = None          # (key, speech_end): the turn has ended
+        self._voiced: tuple | None = None         # (key, end of the voiced audio so far)
         self._lock = threading.Lock()
 
     def partial(self, key: tuple, text: str, now: float, audio_end: float = 0.0) -> bool:
@@ -100,6 +114,38 @@ class Preemptor:
                 self.stats.stale += 1
             self._cand = _Candidate(key, text, norm, now, float(audio_end)) if norm else None
             return stale
+
+    def voiced(self, key: tuple, voiced_end: float) -> bool:
+        """The listener's voiced-so-far mark of an open utterance (capture time just after
+        its last voiced audio; 0 = none yet). True if a reply started at a pause is now
+        stale: the user went on speaking (the caller cancels it)."""
+        if not self.enabled or not voiced_end > 0.0:
+            return False
+        with self._lock:
+            old = self._voiced
+            if old is None or old[0] != key or voiced_end > old[1]:
+                self._voiced = (key, float(voiced_end))
+            c = self._cand
+            if c is not None and c.key == key and c.at_pause and c.started_at is not None \
+                    and voiced_end > c.audio_end + 1e-3 and \
+                    (self._ended is None or self._ended[0] != key):
+                self.stats.stale += 1
+                self.stats.resumed += 1
+                self._cand = None                  # the same words may start again later
+                return True
+            return False
+
+    def pause_due(self, now: float) -> tuple | None:
+        """``(key, text)`` when the latest partial covers all the voiced audio so far and
+        at least ``PAUSE_S`` after it (the user paused; ``on_pause`` only), else None."""
+        with self._lock:
+            c, v = self._cand, self._voiced
+            if not (self.enabled and self.on_pause) or c is None or c.started_at is not None \
+                    or v is None or v[0] != c.key or not c.audio_end >= v[1] + self.PAUSE_S:
+                return None
+            self.stats.on_pause += 1
+            c.at_pause = True
+            return self._start(c, now)
 
     @property
     def latest(self) -> tuple | None:
@@ -153,6 +199,8 @@ class Preemptor:
             c = self._cand
             if self._ended is not None and self._ended[0] == key:
                 self._ended = None
+            if self._voiced is not None and self._voiced[0] == key:
+                self._voiced = None
             if c is None or c.key != key:
                 return None
             self._cand = None
@@ -170,6 +218,7 @@ class Preemptor:
         with self._lock:
             self._cand = None
             self._ended = None
+            self._voiced = None
 
     def _start(self, c: _Candidate, now: float) -> tuple:
         c.started_at = now

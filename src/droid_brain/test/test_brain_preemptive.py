@@ -227,3 +227,42 @@ def test_a_partial_delivered_after_the_end_of_its_turn_still_starts_if_it_covers
     assert p.final(key, 'what time is it', 1.3) == KEEP
     p.partial(('c', 2), 'next', 2.0)                               # another turn: no end yet
     assert p.due(2.1) is None
+
+
+def test_a_partial_decoded_at_a_pause_starts_before_the_end_of_the_turn():
+    p = Preemptor(on_pause=True)
+    key = ('c', 1)
+    p.voiced(key, 10.80)                                  # voiced so far, speech going on
+    p.partial(key, 'what time', 0.9, audio_end=10.80)     # cadence: no silence after it
+    assert p.pause_due(0.9) is None
+    p.voiced(key, 11.20)
+    p.partial(key, 'what time is it', 1.5, audio_end=11.26)   # decoded at the pause
+    assert p.pause_due(1.5) == (key, 'what time is it')
+    assert p.pause_due(1.6) is None and p.end_of_turn(key, 1.7, speech_end=11.2) is None
+    p.voiced(key, 11.20)                                  # more silence: still on
+    assert p.final(key, 'What time is it?', 1.8) == KEEP
+    assert p.stats.on_pause == 1 and p.stats.kept == 1
+    assert p.stats.saved_s == [pytest.approx(0.3)]
+    off = Preemptor()                                     # on_pause off (the default)
+    off.voiced(key, 11.20)
+    off.partial(key, 'what time is it', 1.5, audio_end=11.26)
+    assert off.pause_due(1.5) is None
+
+
+def test_voice_after_the_pause_makes_the_reply_started_there_stale():
+    p = Preemptor(on_pause=True)
+    key = ('c', 1)
+    p.voiced(key, 10.0)
+    p.partial(key, 'set a timer for', 0.5, audio_end=10.2)
+    assert p.pause_due(0.5) == (key, 'set a timer for')
+    assert p.voiced(key, 10.1) is False                   # an older mark changes nothing
+    assert p.voiced(key, 10.9) is True                    # "... five minutes"
+    assert p.stats.resumed == 1 and p.stats.stale == 1
+    assert p.voiced(key, 11.0) is False                   # already dropped
+    # the same words at the next pause may start again; the final decides
+    p.partial(key, 'set a timer for five minutes', 1.4, audio_end=11.3)
+    assert p.pause_due(1.4) == (key, 'set a timer for five minutes')
+    p.end_of_turn(key, 1.5, speech_end=11.0)
+    assert p.voiced(key, 11.5) is False                   # after the end: no more stale
+    assert p.final(key, 'set a timer for five minutes', 1.6) == KEEP
+    assert p.stats.as_dict()['on_pause'] == 2

@@ -1,7 +1,8 @@
 """Preemptive generation through the brain node, on real ROS 2: the utterance's end starts
 the LLM request from the latest partial (a local OpenAI stand-in records it), nothing is
 published before the final transcription, a matching final releases the reply at once, a
-different one restarts from the final, and the parameter turns it all off.
+different one restarts from the final, a pause starts it before the end of the turn and
+voice after the pause drops it, and the parameter turns it all off.
 """
 
 import threading
@@ -69,11 +70,19 @@ class Graph:
                 box.append(msg)
         return cb
 
-    def transcript(self, cid, text, final):
+    def transcript(self, cid, text, final, audio_end=0.0):
         m = Transcription(conversation_id=cid, utterance_id=1, text=text, is_final=final,
                           confidence=0.9, language='en', source='test')
         m.header.stamp = self.probe.get_clock().now().to_msg()
+        m.audio_end.sec, m.audio_end.nanosec = int(audio_end), round(audio_end % 1 * 1e9)
         self.tpub.publish(m)
+
+    def utterance_audio(self, cid, voiced_end):
+        """The listener's AUDIO message: the voiced audio so far ends at ``voiced_end``."""
+        m = Utterance(conversation_id=cid, utterance_id=1, state=Utterance.AUDIO)
+        m.header.stamp = self.probe.get_clock().now().to_msg()
+        m.audio_end.sec, m.audio_end.nanosec = int(voiced_end), round(voiced_end % 1 * 1e9)
+        self.upub.publish(m)
 
     def utterance_ended(self, cid):
         m = Utterance(conversation_id=cid, utterance_id=1, state=Utterance.ENDED,
@@ -148,6 +157,33 @@ def test_a_different_final_restarts_from_the_final(tmp_path):
             assert [user_text(r) for r in srv.requests] == ['play the cantina',
                                                              'play the cantina song']
             assert g.brain.preemptor.stats.restarted == 1
+        finally:
+            g.close()
+
+
+def test_a_pause_starts_the_reply_before_the_end_of_the_turn(tmp_path):
+    with FakeOpenAI() as srv:
+        srv.push(Reply.text('A timer for what?'), Reply.text('Five minutes, starting now.'))
+        g = Graph(tmp_path, srv)
+        try:
+            g.utterance_audio('k4', 100.40)
+            assert wait_until(lambda: g.brain.preemptor._voiced)
+            g.transcript('k4', 'set a timer for', final=False, audio_end=100.50)  # a pause
+            assert wait_until(lambda: srv.requests)           # no ENDED: started at the pause
+            assert user_text(srv.requests[0]) == 'set a timer for'
+            g.utterance_audio('k4', 101.30)                   # "... five minutes"
+            assert wait_until(lambda: g.brain.preemptor.stats.resumed == 1)
+            g.transcript('k4', 'set a timer for five minutes', final=False, audio_end=101.40)
+            assert wait_until(lambda: len(srv.requests) == 2)
+            g.utterance_ended('k4')
+            g.transcript('k4', 'Set a timer for five minutes.', final=True)
+            assert wait_until(lambda: g.ended('k4'))
+            # nothing of the reply to the half sentence ever went out
+            assert g.sentences('k4') == ['Five minutes, starting now.']
+            assert [user_text(r) for r in srv.requests] == ['set a timer for',
+                                                             'set a timer for five minutes']
+            st = g.brain.preemptor.stats
+            assert (st.on_pause, st.kept, st.stale) == (2, 1, 1)
         finally:
             g.close()
 
