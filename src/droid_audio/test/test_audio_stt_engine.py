@@ -58,7 +58,7 @@ def test_transcribes_speech_and_publishes_nothing_for_silence(engine):
     assert not res.silent and res.kept + res.dropped == 1 and res.language == 'en'
     assert (res.kept and 0.0 <= res.confidence <= 1.0) or \
         (res.dropped and res.text == '' and res.confidence == -1.0)
-    text, logprob, no_speech = engine._generate(clip.astype(np.float32) / 32768, 20, 15.0)
+    text, logprob, no_speech = engine._generate(clip.astype(np.float32) / 32768, 20, 10.0)
     assert isinstance(text, str) and logprob < 0 and 0.0 <= no_speech <= 1.0
     quiet = engine.transcribe(np.zeros(32000, np.int16))
     assert quiet.silent and quiet.text == ''
@@ -82,33 +82,33 @@ def test_hallucination_guard():
         return fake
 
     # (text, avg_logprob, no_speech_prob) per encoder window
-    eng._generate = generate({15.0: (' Jarvis, play some music.', -0.3, 0.1)})
+    eng._generate = generate({10.0: (' Jarvis, play some music.', -0.3, 0.1)})
     res = eng.transcribe(np.zeros(32000, np.int16), check_silence=False)
     assert res.text == 'play some music.' and (res.kept, res.dropped) == (1, 0)
     assert res.confidence == pytest.approx(np.exp(-0.3)) and res.language == 'en'
-    assert asked == [(32000, int(8.0 * 2.0 + 16), 15.0)]     # token budget, 15 s window
+    assert asked == [(32000, int(8.0 * 2.0 + 16), 10.0)]     # token budget, 10 s window
     # likely silence AND unsure: dropped; likely silence but confident: kept
-    eng._generate = generate({15.0: (' Thanks for watching!', -1.5, 0.9)})
+    eng._generate = generate({10.0: (' Thanks for watching!', -1.5, 0.9)})
     res = eng.transcribe(np.zeros(16000, np.int16), check_silence=False)
     assert res.text == '' and res.dropped == 1 and res.confidence == -1.0
-    eng._generate = generate({15.0: (' music.', -0.2, 0.8)})
+    eng._generate = generate({10.0: (' music.', -0.2, 0.8)})
     assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == 'music.'
     # Whisper's best-known hallucination (breathing, under load): dropped however confident;
     # the same words inside a real request are kept
-    eng._generate = generate({15.0: (' Thanks for watching.', -0.4, 0.5)})
+    eng._generate = generate({10.0: (' Thanks for watching.', -0.4, 0.5)})
     res = eng.transcribe(np.zeros(16000, np.int16), check_silence=False)
     assert res.text == '' and res.dropped == 1
-    eng._generate = generate({15.0: (' Thanks for watching the door.', -0.4, 0.1)})
+    eng._generate = generate({10.0: (' Thanks for watching the door.', -0.4, 0.1)})
     assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == \
         'Thanks for watching the door.'
     # a loop in the short window is decoded again with Whisper's 30 s window ...
     loop = ' Play music.' * 12
     asked.clear()
-    eng._generate = generate({15.0: (loop, -0.2, 0.1), 30.0: (' Play music.', -0.3, 0.1)})
+    eng._generate = generate({10.0: (loop, -0.2, 0.1), 30.0: (' Play music.', -0.3, 0.1)})
     assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == 'Play music.'
-    assert [w for _, _, w in asked] == [15.0, 30.0]
+    assert [w for _, _, w in asked] == [10.0, 30.0]
     # ... and dropped if it still loops; long utterances get a longer window
-    eng._generate = generate({15.0: (loop, -0.2, 0.1), 30.0: (loop, -0.2, 0.1)})
+    eng._generate = generate({10.0: (loop, -0.2, 0.1), 30.0: (loop, -0.2, 0.1)})
     res = eng.transcribe(np.zeros(16000, np.int16), check_silence=False)
     assert res.text == '' and res.dropped == 1
     asked.clear()
@@ -117,11 +117,11 @@ def test_hallucination_guard():
     assert asked[0][2] == 17.0
     # one phrase said over again is a loop too (short texts do not compress enough)
     asked.clear()
-    eng._generate = generate({15.0: (' Open the door. Open the door.', -0.2, 0.1),
+    eng._generate = generate({10.0: (' Open the door. Open the door.', -0.2, 0.1),
                               30.0: (' Open the door.', -0.2, 0.1)})
     assert eng.transcribe(np.zeros(16000, np.int16), check_silence=False).text == \
         'Open the door.'
-    assert [w for _, _, w in asked] == [15.0, 30.0]
+    assert [w for _, _, w in asked] == [10.0, 30.0]
     assert not repeats('no no no') and repeats('no no no no') and not repeats('a b a c')
 
 
