@@ -50,7 +50,10 @@ Rules (all times are audio capture times):
 * **Follow-up**: after the droid's reply ends (SpeechEvent ENDED with ``last_in_reply``,
   or INTERRUPTED), for ``follow_up_s``, in INTERACTIVE mode, voice onset
   (``onset_ms`` of voiced frames) starts an utterance of the same conversation
-  (``TRIGGER_FOLLOW_UP``, next utterance id) without the wake word.
+  (``TRIGGER_FOLLOW_UP``, next utterance id) without the wake word. A follow-up does
+  not end while the wake score has risen (>= 0.1) in the last ``wake_hold_ms`` without
+  firing: "hey jarvis, what time is it" said in the window is a new wake, not a turn
+  "hey jarvis" ended at the pause after the phrase (the wake fires up to ~500 ms late).
 * **Self-hearing guard**: while the droid speaks (STARTED .. ENDED/INTERRUPTED, plus
   ``echo_tail_ms`` after) neither the wake word nor ordinary voice activity starts
   anything; voice activity only turns on above ``barge_in_threshold`` held for
@@ -113,6 +116,8 @@ class ListenerConfig:
     preroll_ms: float = 400.0
     follow_up_s: float = 6.0          # follow-up window after the reply ended
     echo_tail_ms: float = 300.0       # guard stays on this long after the droid stops
+    wake_hold_ms: float = 600.0       # a follow-up does not end this long after the wake score
+    #                                   rose (the user may be saying the wake phrase; 0: off)
     vad_period_s: float = 0.5         # steady VoiceActivity rate
     frame_s: float = FRAME_SAMPLES / MIC_RATE
 
@@ -315,7 +320,7 @@ class ListenerCore:
         u.words_key = u.last_voiced_end if reads_complete(text) else None
         self.stats['transcripts_seen'] += 1
         if not u.speech_confirmed or u.run_start is not None or \
-                not self._words_end(u, u.unvoiced_ms + 1e-6):
+                not self._words_end(u, u.unvoiced_ms + 1e-6) or self._wake_rising(u, self._last_t):
             return []
         t_end = self._last_t + self.cfg.frame_s
         return self._end(t_end, UTT['ENDED'], UTT['END_SILENCE'], u.last_voiced_end, 'words')
@@ -518,6 +523,18 @@ class ListenerCore:
         return [UtteranceEvent(UTT['STARTED'], u.cid, u.uid, u.trigger, u.t_start, audio,
                                audio_start=u.t_start, audio_end=u.last_voiced_end or 0.0)]
 
+    def _wake_rising(self, u: _Utterance, t: float) -> bool:
+        """A follow-up is not ended while the wake score has risen (>= ``WAKE_RISE``) in the
+        last ``wake_hold_ms`` without firing: "hey jarvis, what time is it" said in the
+        follow-up window would otherwise end as a turn of its own at the pause after the
+        wake phrase, before the wake word fires (up to ~500 ms after the phrase ends)."""
+        hold = self.cfg.wake_hold_ms / 1000.0
+        if hold <= 0 or u.trigger != UTT['TRIGGER_FOLLOW_UP'] or \
+                not any(sc >= self.WAKE_RISE and t - hold < ft <= t for ft, sc in self._wake_hist):
+            return False
+        self.stats['endpoints_held_for_wake'] += 1
+        return True
+
     def _keep(self, u: _Utterance, audio: np.ndarray) -> None:
         """Recent utterance audio for the turn model (the last 8 s)."""
         if self.turn_model is None:
@@ -569,6 +586,8 @@ class ListenerCore:
             self.emit_early(events)
             events = []
         end = self._endpoint(u) if u.speech_confirmed and not voiced else None
+        if end is not None and self._wake_rising(u, t):
+            end = None
         if end is not None:
             if u.pending is not None:
                 events += self._finish_cut()

@@ -152,6 +152,10 @@ class ListenerNode(Node):
             follow_up_s=declare(self, 'follow_up_s', d.follow_up_s, 'Follow-up window after '
                                 'the droid finished replying [s]', min_value=0.0,
                                 max_value=120.0, read_only=True),
+            wake_hold_ms=declare(self, 'wake_hold_ms', d.wake_hold_ms, 'A follow-up does not '
+                                 'end this long after the wake score rose without firing (the '
+                                 'user may be saying the wake phrase; 0 = off) [ms]',
+                                 min_value=0.0, max_value=3000.0, read_only=True),
             echo_tail_ms=declare(self, 'echo_tail_ms', d.echo_tail_ms, 'Self-hearing guard '
                                  'stays on this long after the droid stops [ms]',
                                  min_value=0.0, max_value=5000.0, read_only=True),

@@ -178,6 +178,47 @@ def test_follow_up_window_after_reply():
     assert len(s.audio) > 2 * 1280             # pre-roll included
 
 
+def wake_phrase_in_follow_up(hold_ms, fires=True, command=True):
+    """"hey jarvis, <command>" said in the follow-up window (no turn model: 240 ms of
+    silence ends a turn): a follow-up starts on the wake phrase's voice, and the wake word
+    fires 400 ms into the pause after it, as openwakeword does."""
+    d = Driver(mode='INTERACTIVE', follow_up_s=5.0, echo_tail_ms=0, silence_ms=240,
+               wake_hold_ms=hold_ms)
+    d.speech_event('ENDED', 'conv0', last=True)
+    d.feed(3)
+    d.feed(4, prob=0.9, amp=5000)                     # "hey jarvis"
+    d.feed(4, prob=0.1, wake=0.3, amp=30)             # the pause; the wake score rises
+    d.feed(1, prob=0.1, wake=0.8 if fires else 0.0, amp=30)
+    if command:
+        d.feed(5, prob=0.9, amp=4000)                 # the command
+    d.feed(12)
+    return d
+
+
+def states(d, cid):
+    return [e.state for e in d.utt() if e.conversation_id == cid and e.state != UTT['AUDIO']]
+
+
+def test_a_follow_up_does_not_end_at_the_pause_after_the_wake_phrase():
+    d = wake_phrase_in_follow_up(600)
+    assert states(d, 'conv0') == [UTT['STARTED'], UTT['CANCELLED']]
+    assert len(d.of(WakeEvent)) == 1
+    assert states(d, 'conv1') == [UTT['STARTED'], UTT['ENDED']]   # the command
+    assert d.core.stats['endpoints_held_for_wake'] >= 1
+    # without the hold (the old behaviour) the wake phrase was a turn of its own
+    d = wake_phrase_in_follow_up(0)
+    assert states(d, 'conv0') == [UTT['STARTED'], UTT['ENDED']]
+
+
+def test_a_wake_score_that_never_fires_holds_a_follow_up_only_briefly():
+    d = wake_phrase_in_follow_up(600, fires=False, command=False)
+    ends = [e for e in d.utt('ENDED') if e.conversation_id == 'conv0']
+    assert not d.of(WakeEvent) and len(ends) == 1
+    # the score was >= 0.1 in frames 7..10 (t = 0.56 .. 0.80 s): the turn ends at the
+    # first frame after the hold, 600 ms after the last of them
+    assert 0.8 + 0.6 <= ends[0].t <= 0.8 + 0.6 + 2 * F + 1e-6
+
+
 def test_follow_up_window_expires_and_needs_interactive_mode():
     d = Driver(mode='INTERACTIVE', follow_up_s=1.0, echo_tail_ms=0)
     d.speech_event('ENDED', 'convX', last=True)
