@@ -321,6 +321,10 @@ def run_turn(i, q, reply, clip, feeder, mic, mon, traces, wall, timeout=25.0):
         first.setdefault(x['stage'], x)
     if audible is None or 'first_audio' not in first:
         return None, 'the droid did not answer'
+    if 'speech_end' in first and first['speech_end']['t'] - wall < user_end - 0.1:
+        # the listener ended the turn while the user was still talking: the droid cut in
+        return None, (f"the turn ended {(user_end + wall - first['speech_end']['t']) * 1000:.0f}"
+                      ' ms before the user finished (the droid cut in)')
     origin = user_end + wall
     marks = {s: round((first[s]['t'] - origin) * 1000.0, 1)
              for s in ('speech_end', 'final_transcript', 'llm_request', 'first_token',
