@@ -24,13 +24,6 @@ class PlaybackTap:
                  resync_s: float = 0.1):
         from collections import deque
         self.resync_s = float(resync_s)
-        # Later than the timeline by this much: a real gap (an underrun, a clock jump).
-        # A callback that merely runs late (a loaded machine: 15-45 ms seen) measures a
-        # later time for audio that is not heard later; following it would stamp the
-        # reference late, i.e. put its echo *before* it, where echo cancellation cannot
-        # reach. Kept on the timeline instead, an error can only put the echo later,
-        # which the canceller absorbs.
-        self.gap_s = float(resync_s)
         self.realigned = 0
         self.hold_s = 1.0
         self._active_until = float('-inf')
@@ -51,8 +44,13 @@ class PlaybackTap:
         # The device's callback times jitter by milliseconds; the audio itself is
         # continuous. Stamp blocks on a continuous timeline (resynchronised when the
         # callback time is off by more than ``resync_s``), as echo cancellation needs.
+        # Only that much later is a real gap (an underrun, a clock jump): a callback that
+        # merely runs late (a loaded machine: 15-45 ms seen) measures a later time for
+        # audio that is not heard later, and following it would stamp the reference late,
+        # i.e. put its echo *before* it, out of the canceller's reach. On the timeline, an
+        # error can only put the echo later, which the canceller absorbs.
         t = heard_t
-        if self._next is not None and -self.resync_s < heard_t - self._next < self.gap_s:
+        if self._next is not None and abs(heard_t - self._next) < self.resync_s:
             t = self._next
         elif self._next is not None:
             self.realigned += 1          # a gap in the output (underrun) or a clock jump
