@@ -18,7 +18,7 @@ Hallucination guard:
 * a result whose ``no_speech_prob`` > ``no_speech_threshold`` **and** ``avg_logprob`` <
   ``log_prob_threshold`` is dropped, so is one whose ``no_speech_prob`` >
   ``no_speech_sure_threshold`` (tiny.en writes a confident "you" for silence), and so
-  is one that still loops, and so is a segment that is only one of Whisper's well-known
+  is one that still loops (or is a few letters over and over, "BLELELE"), and so is a segment that is only one of Whisper's well-known
   training-set hallucinations (video outros and subtitle credits such as "Thanks for
   watching."), which nobody says to a droid;
 * an utterance the Silero VAD finds no speech in is not transcribed at all (nothing is
@@ -51,11 +51,23 @@ def compression_ratio(text: str) -> float:
 
 def repeats(text: str) -> bool:
     """True when the words are one phrase said over again ('Open the door. Open the
-    door.'), a Whisper loop that short texts do not compress enough to show."""
-    w = re.sub(r"[^a-z0-9' ]", ' ', text.lower()).split()
+    door.'), or most of the text is a few letters over and over inside a word
+    ('BLELELELELELE', heard in music): Whisper loops that short texts do not compress
+    enough to show."""
+    low = text.lower()
+    w = re.sub(r"[^a-z0-9' ]", ' ', low).split()
     n = len(w)
-    return n >= 4 and any(all(w[i] == w[i - p] for i in range(p, n))
-                          for p in range(1, n // 2 + 1))
+    return (n >= 4 and any(all(w[i] == w[i - p] for i in range(p, n))
+                           for p in range(1, n // 2 + 1))) or letter_loop(text)
+
+
+def letter_loop(text: str) -> bool:
+    """True when most of the text is 1-4 letters over and over ('BLELELELELELE'): no
+    word, so dropped even after the full window (a phrase said twice may be meant)."""
+    letters = re.sub(r'[^a-z0-9]', '', text.lower())
+    run = max((len(m.group(0)) for m in re.finditer(r'([a-z0-9]{1,4})\1{5,}', letters)),
+              default=0)
+    return run >= 12 and run >= len(letters) / 2
 
 
 # Whisper's best-known hallucinations on noise and breathing (outros and credits of the
@@ -230,7 +242,8 @@ class WhisperEngine:
             if (no_speech > self.guard.no_speech_threshold and
                     avg_logprob < self.guard.log_prob_threshold) or \
                     no_speech > self.guard.no_speech_sure_threshold or \
-                    compression_ratio(text) > 2.4 or is_known_hallucination(text):
+                    compression_ratio(text) > 2.4 or letter_loop(text) or \
+                    is_known_hallucination(text):
                 dropped += 1
                 continue
             kept.append((text, avg_logprob))

@@ -123,6 +123,16 @@ def test_hallucination_guard():
         'Open the door.'
     assert [w for _, _, w in asked] == [10.0, 30.0]
     assert not repeats('no no no') and repeats('no no no no') and not repeats('a b a c')
+    # ... and so are a few letters over and over inside one word (tiny.en on music):
+    # decoded again, and dropped if the full window loops the same way
+    asked.clear()
+    eng._generate = generate({10.0: (' BLELELELELELELELELELELELELE', -0.3, 0.2),
+                              30.0: (' BLELELELELELELELELELELELELE', -0.3, 0.2)})
+    res = eng.transcribe(np.zeros(16000, np.int16), check_silence=False)
+    assert res.text == '' and res.dropped == 1 and [w for _, _, w in asked] == [10.0, 30.0]
+    assert repeats('BLELELELELELELELELELELELELE') and repeats('Oh, lalalalalalalalala.')
+    assert not repeats('Mississippi') and not repeats('Ha ha, hahaha.') and \
+        not repeats('Play the cantina song, lalalalalalala, loud.')
 
 
 def test_strip_phrases():
