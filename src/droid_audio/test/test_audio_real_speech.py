@@ -59,6 +59,13 @@ def test_turn_model_tells_a_finished_sentence_from_a_hesitation():
     hesitating = turn.predict(np.concatenate([say('set a timer for, um,'), silence(0.3)]))
     assert done > 0.8 and hesitating < 0.2
     assert turn.features(silence(1.0)).shape == (80, 800)
+    # the listener's 2 threads (turn_model_threads) sleep between runs: the same answers
+    two = SmartTurn(threads=2)
+    opts = two._sess.get_session_options()
+    assert opts.intra_op_num_threads == 2 and \
+        opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    assert abs(two.predict(np.concatenate([say('set a timer for, um,'), silence(0.3)])) -
+               hesitating) < 0.02
 
 
 def test_every_phrase_wakes_once_and_the_wake_phrase_is_cut_out_of_the_audio(heard):

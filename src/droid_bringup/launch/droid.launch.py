@@ -18,7 +18,8 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node, PushRosNamespace, SetParameter
 
 from droid_bringup.profiles import (LLM_BACKENDS, PROFILES, ROLES, STT_BACKENDS, TTS_BACKENDS,
-                                    check_namespace, check_role, parts_of, plan)
+                                    check_namespace, check_role, node_environment, parts_of,
+                                    plan)
 
 ARGUMENTS = [
     ('profile', 'real',
@@ -66,12 +67,13 @@ def _nodes(context):
                  rosbridge_installed=_installed('rosbridge_server'))
     actions = [LogInfo(msg=f"droid profile '{get('profile')}', role '{get('role')}': "
                        + ', '.join(f'{s.name}={s.package}/{s.executable}' for s in specs))]
+    env = node_environment() or None      # one BLAS thread per node (see profiles)
     for spec in specs:
         actions.append(Node(
             package=spec.package, executable=spec.executable, name=spec.name,
             parameters=[spec.parameters] if spec.parameters else [],
             respawn=spec.respawn, respawn_delay=2.0, output='screen', emulate_tty=True,
-            arguments=['--ros-args', '--log-level', get('log_level')]))
+            additional_env=env, arguments=['--ros-args', '--log-level', get('log_level')]))
     return actions
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from droid_bringup.profiles import (PARTS, ProfileError, check_namespace, load_params,
-                                    parts_of, plan)
+                                    node_environment, parts_of, plan)
 
 CONFIG = Path(__file__).resolve().parent.parent / 'config'
 
@@ -147,3 +147,9 @@ def test_bad_params_files_are_clear_errors(tmp_path):
     bad.write_text('brain:\n  backend: mock\n')
     with pytest.raises(ProfileError, match='ros__parameters'):
         plan('mock', CONFIG, params_file=str(bad))
+
+
+def test_every_node_gets_one_blas_thread_unless_the_user_says_otherwise():
+    assert node_environment({}) == {'OPENBLAS_NUM_THREADS': '1'}
+    assert node_environment({'OPENBLAS_NUM_THREADS': ''}) == {'OPENBLAS_NUM_THREADS': '1'}
+    assert node_environment({'OPENBLAS_NUM_THREADS': '4'}) == {}

@@ -170,6 +170,21 @@ def parse(output: str) -> dict:
             'escalated': len(re.findall(r"sending signal 'SIG(TERM|KILL)'", output))}
 
 
+def node_blas_threads(launch_pid: int) -> dict:
+    """{executable: OPENBLAS_NUM_THREADS in its environment} of the launch's node processes."""
+    import psutil
+    out = {}
+    for p in psutil.Process(launch_pid).children(recursive=True):
+        try:
+            cmd, env = p.cmdline(), p.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        exe = next((os.path.basename(c) for c in cmd[1:] if '/lib/droid_' in c), None)
+        if exe is not None:
+            out[exe] = env.get('OPENBLAS_NUM_THREADS')
+    return out
+
+
 def one_cycle(probe: Probe, state: str, how: str, env: dict, tmp: Path, i: int) -> dict:
     args = ['ros2', 'launch', 'droid_bringup', 'droid.launch.py', 'profile:=mock']
     device = None
@@ -180,6 +195,7 @@ def one_cycle(probe: Probe, state: str, how: str, env: dict, tmp: Path, i: int) 
     with Process(args, env=env, log_path=str(log)) as launch:
         try:
             probe.wait_for_graph(launch)
+            blas = node_blas_threads(launch.proc.pid)
             reached = probe.drive(state, f'shutdown{i}')
             if state == 'reconnecting':
                 reached = device.wait_until(lambda d: d.frames_of(0x04), timeout=30)
@@ -199,7 +215,8 @@ def one_cycle(probe: Probe, state: str, how: str, env: dict, tmp: Path, i: int) 
                 device.close()
     output = log.read_text(errors='replace')
     figures = parse(output)
-    figures.update(state=state, how=how, reached=reached, launch_exit=code, log=str(log))
+    figures.update(state=state, how=how, reached=reached, launch_exit=code, log=str(log),
+                   blas=blas)
     return figures
 
 
@@ -256,6 +273,8 @@ def test_every_node_exits_cleanly_in_every_state(tmp_path):
         assert len(r['started']) >= len(ALL_NODES) and \
             sorted(r['clean'] + r['lost']) == r['started'], r
         assert r['launch_exit'] == 0, r
+        # every node runs with one BLAS thread (droid_bringup.profiles.node_environment)
+        assert r['blas'] and set(r['blas'].values()) == {'1'}, r['blas']
 
 
 if __name__ == '__main__':

@@ -35,6 +35,17 @@ def test_packaged_voice_resolves_and_speaks_at_16_khz(piper):
     assert rms01(audio) > 0.02
 
 
+def test_the_voice_runs_on_its_own_threads_that_do_not_spin():
+    # Piper's own session spins its threads between runs, against every other model of
+    # the droid on a small machine; ours sleeps, with the threads asked for
+    voice = PiperBackend('joe-us', threads=2).load()
+    opts = voice.session.get_session_options()
+    assert opts.intra_op_num_threads == 2
+    assert opts.get_session_config_entry('session.intra_op.allow_spinning') == '0'
+    audio = PiperBackend('joe-us', threads=1).synthesize('Done.')
+    assert audio.size > 0.2 * RATE and rms01(audio) > 0.02
+
+
 def test_voice_by_path_and_by_directory(tmp_path):
     model, config = resolve_piper_voice('joe-us')
     link = tmp_path / 'my-tars.onnx'
