@@ -114,7 +114,7 @@ def measure(model: str, beside: str | None, args, env) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--runs', type=int, default=12)
-    ap.add_argument('--turn-threads', type=int, default=2,
+    ap.add_argument('--turn-threads', type=int, default=1,
                     help="smart-turn's threads (listener.turn_model_threads)")
     ap.add_argument('--spin', action='store_true', help="onnxruntime's spinning threads")
     ap.add_argument('--blas-threads', type=int, default=1, help='OPENBLAS_NUM_THREADS')

@@ -86,9 +86,9 @@ class ListenerNode(Node):
         self.turn_model_path = declare(self, 'turn_model', '', "Semantic end-of-turn model "
                                        "(smart-turn v3 .onnx; '' = the one pipecat-ai ships; "
                                        "'off' = silence-only endpointing)", read_only=True)
-        self.turn_threads = declare(self, 'turn_model_threads', 2, 'CPU threads of one '
-                                    'smart-turn run (it runs at a pause while the frames '
-                                    'wait; 2 cores: ~65 ms on 2 threads, ~105 ms on 1)',
+        self.turn_threads = declare(self, 'turn_model_threads', 1, 'CPU threads of one '
+                                    'smart-turn run (2 cores: ~105 ms on 1 thread, ~65 ms '
+                                    'on 2, which leave no core to the audio meanwhile)',
                                     min_value=1, max_value=8, read_only=True)
         cfg = ListenerConfig(
             threshold=declare(self, 'threshold', d.threshold, 'Wake-word score threshold',
