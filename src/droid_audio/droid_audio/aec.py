@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -225,6 +226,8 @@ class EchoCanceller:
         self._last_lag: float | None = None
         self.max_wait_s = float(max_wait_s)
         self.late_reference = 0
+        self.late_at: deque = deque(maxlen=8)        # capture times of the last late blocks
+        self.lags: deque = deque(maxlen=8)           # (capture time, lag [s]) last measured
         self.waited_s = 0.0                          # time spent waiting for the reference
         self.resync_s = float(resync_s)
         self._next_t: float | None = None
@@ -266,6 +269,8 @@ class EchoCanceller:
         if lag is None:
             return
         self.echo_lag_s = lag
+        if not self.lags or abs(self.lags[-1][1] - lag) > 0.004:
+            self.lags.append((t, lag))               # what changed, not every measurement
         if (prev is None or abs(prev - lag) > 0.004) and \
                 est.last_ratio < self.sure_ratio:
             return                        # one measurement is not enough, unless very clear
@@ -304,6 +309,7 @@ class EchoCanceller:
         waited = time.monotonic()
         if not self.reference.wait_covered(self._next_t + self.lead_s, self.max_wait_s):
             self.late_reference += 1
+            self.late_at.append(t)
         self.waited_s += time.monotonic() - waited
         out = x.copy()
         for i in range(0, (x.size // FRAME) * FRAME, FRAME):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from droid_common.audio import MIC_RATE
+from droid_common.onnx import cpu_session
 
 
 class ModelError(RuntimeError):
@@ -26,17 +27,8 @@ class ModelError(RuntimeError):
 
 
 def _session(path: str, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads that sleep, not spin,
-    between runs: spinning threads fight every other model of the droid for a small
-    machine's cores (smart-turn on 2 threads beside a Whisper decode: ~150 ms spinning,
-    ~105 ms not)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(path, sess_options=opts, providers=['CPUExecutionProvider'])
+    """The listener's models: :func:`droid_common.onnx.cpu_session` (threads that sleep)."""
+    return cpu_session(path, threads)
 
 
 def openwakeword_models_dir() -> Path:

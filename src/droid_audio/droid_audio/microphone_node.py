@@ -226,7 +226,17 @@ class MicrophoneNode(Node):
                                    f'{self.aec.waited_s:.2f} s in all), lead '
                                    f'{self.aec.lead_s * 1000.0:.0f} ms, echo measured at '
                                    + ('-' if self.aec.echo_lag_s is None else
-                                      f'{self.aec.echo_lag_s * 1000.0:+.0f} ms'))
+                                      f'{self.aec.echo_lag_s * 1000.0:+.0f} ms')
+                                   + self._aec_history())
+
+    def _aec_history(self) -> str:
+        """When the reference came late, and how the measured echo delay moved (capture
+        times): what a builder needs to explain an echo that got through."""
+        aec = self.aec
+        late = ', '.join(f'{t:.2f}' for t in aec.late_at)
+        lags = ', '.join(f'{lag * 1000.0:+.0f} ms at {t:.2f}' for t, lag in aec.lags)
+        return ((f'; reference late at {late}' if late else '') +
+                (f'; echo delay {lags}' if lags else ''))
 
 
     def _on_set_parameters(self, params):

@@ -110,6 +110,8 @@ class FakeElevenLabs:
                 except ConnectionAbortedError:
                     self.close_connection = True
                     self.connection.shutdown(2)   # cut without the final chunk
+                except (ConnectionResetError, BrokenPipeError):
+                    self.close_connection = True  # the client hung up first: nothing to send
 
             def _json(self, code, obj):
                 data = json.dumps(obj).encode()

@@ -11,6 +11,7 @@ it out of what it captures (``droid_audio.aec``).
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
 from droid_common.audio import to_int16_mono
@@ -22,9 +23,9 @@ REF_RATE = 16000
 class PlaybackTap:
     def __init__(self, render, publish, rate: int, queue_blocks: int = 200,
                  resync_s: float = 0.1):
-        from collections import deque
         self.resync_s = float(resync_s)
         self.realigned = 0
+        self.jumps: deque = deque(maxlen=8)   # (heard time, jump [s]) of the last re-alignments
         self.hold_s = 1.0
         self._active_until = float('-inf')
         self._next: float | None = None
@@ -54,6 +55,7 @@ class PlaybackTap:
             t = self._next
         elif self._next is not None:
             self.realigned += 1          # a gap in the output (underrun) or a clock jump
+            self.jumps.append((heard_t, heard_t - self._next))
         self._next = t + frames / float(self.rate)
         if block is not None:
             b = np.asarray(block)

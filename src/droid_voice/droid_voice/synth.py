@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from droid_common.audio import EspeakError, espeak, to_int16_mono
+from droid_common.onnx import cpu_session
 from droid_common.secrets import redact
 
 RATE = 16000                                 # [Hz] the voice path: ElevenLabs pcm_16000
@@ -221,17 +222,9 @@ def clauses(text: str, min_chars: int = 40, first_chars: int = 0) -> list:
 
 def piper_session(model: str, threads: int = 2):
     """The voice's onnxruntime session, made again with ``threads`` intra-op threads that
-    sleep between runs instead of spinning (Piper's own session spins): a sentence while a
-    Whisper decode runs beside it took ~245 ms with spinning threads, ~170 ms without (2
-    cores; ~15 ms slower on an idle machine)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(str(model), sess_options=opts,
-                                providers=['CPUExecutionProvider'])
+    sleep between runs instead of spinning (Piper's own session spins); see
+    :func:`droid_common.onnx.cpu_session`."""
+    return cpu_session(model, threads)
 
 
 class PiperBackend(Backend):

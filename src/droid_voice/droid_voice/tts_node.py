@@ -609,8 +609,8 @@ class TtsNode(Node):
                 turn = self._turns.get(utt.key)
                 if turn is not None:
                     turn['last_ended'] = utt.index
+        self._log_said(utt, e.kind)     # recorded before ENDED is out: a listener may read it
         self._speech_event(kind, utt, e.t, e.played)
-        self._log_said(utt, e.kind)
         if e.kind == 'ended' and utt.backend == self.speaker.backend.name and \
                 self.speaker.fallback is not None and \
                 self.diag.level('synthesis') == WARN and self._fallbacks:
@@ -688,8 +688,10 @@ class TtsNode(Node):
         self.speaker.wake()
         self.output.close()
         self._tap.close()
+        jumps = ', '.join(f'{dt * 1000.0:+.0f} ms at {t:.2f}' for t, dt in self._tap.jumps)
         self.get_logger().info(f'echo reference: {self._tap.published} messages, '
-                               f'{self._tap.realigned} re-alignments, {self._tap.dropped} '
+                               f'{self._tap.realigned} re-alignments'
+                               f'{" (" + jumps + ")" if jumps else ""}, {self._tap.dropped} '
                                'dropped')
         self.speaker.close()
         self._events_thread.join(timeout=2.0)
