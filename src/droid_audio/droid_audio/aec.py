@@ -211,7 +211,7 @@ class EchoCanceller:
                  high_pass: bool = True, delay_ms: int = 0, resync_s: float = 0.5,
                  max_wait_s: float = 0.15, lead_ms: float = 90.0, auto_delay: bool = True,
                  good_delay_ms: tuple = (0.0, 380.0), target_delay_ms: float = 60.0,
-                 every_s: float = 0.5):
+                 every_s: float = 0.5, follow_ms: float = 30.0):
         self.reference = reference
         self.lead_s = float(lead_ms) / 1000.0
         self.good_delay_s = (good_delay_ms[0] / 1000.0, good_delay_ms[1] / 1000.0)
@@ -231,6 +231,8 @@ class EchoCanceller:
         self.waited_s = 0.0                          # time spent waiting for the reference
         self.resync_s = float(resync_s)
         self._next_t: float | None = None
+        self.follow_s = float(follow_ms) / 1000.0
+        self.moves: deque = deque(maxlen=8)          # (capture time, shift [s]) followed
         self.resyncs = 0
         self.error = ''
         self._apm = None
@@ -299,10 +301,22 @@ class EchoCanceller:
         # microphone says it lost samples (realign()).
         # The capture timeline only moves back to correct itself (a measurement is an
         # upper bound of the capture time): those moves are followed, forward jumps are not.
-        if self._next_t is not None and 0.0 < t - self._next_t < self.resync_s:
-            t = self._next_t
-        elif self._next_t is not None and t - self._next_t <= -self.resync_s:
-            self.resyncs += 1
+        # A correction of a few ms is held while the droid plays (AEC3 loses its lock for
+        # over a second when the reference moves by only 4 ms: seen in the echo room) and
+        # made in the next pause, or at once when it is ``follow_s`` or more.
+        if self._next_t is not None:
+            step = t - self._next_t
+            if abs(step) < 0.5 / RATE or 0.0 < step < self.resync_s:
+                t = self._next_t             # (less than a sample: rounding, not a move)
+            elif step <= -self.resync_s:
+                self.resyncs += 1
+            else:
+                cov = self.reference.covered_until
+                playing = cov is not None and cov > self._next_t - 1.0
+                if playing and -step < self.follow_s:
+                    t = self._next_t
+                else:
+                    self.moves.append((t, step))
         self._next_t = t + x.size / RATE
         if self.estimator is not None:
             self._measure(x, t)

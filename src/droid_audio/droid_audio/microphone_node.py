@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 from droid_common import names
 from droid_common.audio import MIC_RATE
@@ -95,6 +96,8 @@ class MicrophoneNode(Node):
         self.diag = Diagnostics(self, hardware_id=f'microphone {self.device or "default"}')
         self.aec = None
         self._aec_dropped = 0              # capture blocks lost, as the AEC last knew
+        self._overflows_seen = 0
+        self._overflow_at: deque = deque(maxlen=8)   # stamps of the last input overflows
         if self.echo_cancel:
             self.reference = ReferenceBuffer()
             self.aec = EchoCanceller(self.reference, self.aec_noise_suppression,
@@ -190,6 +193,9 @@ class MicrophoneNode(Node):
         if self.aec is not None and cap.dropped != self._aec_dropped:
             self._aec_dropped = cap.dropped      # blocks were lost: align by stamps again
             self.aec.realign()
+        if cap.overflows != self._overflows_seen:
+            self._overflows_seen = cap.overflows
+            self._overflow_at.append(t)
         for frame in assembler.push(samples.reshape(-1), t, sample_rate=cap.rate, channels=cap.channels):
             out = frame.samples
             if self.aec is not None and self.rate == 16000:
@@ -235,8 +241,12 @@ class MicrophoneNode(Node):
         aec = self.aec
         late = ', '.join(f'{t:.2f}' for t in aec.late_at)
         lags = ', '.join(f'{lag * 1000.0:+.0f} ms at {t:.2f}' for t, lag in aec.lags)
-        return ((f'; reference late at {late}' if late else '') +
-                (f'; echo delay {lags}' if lags else ''))
+        moves = ', '.join(f'{dt * 1000.0:+.0f} ms at {t:.2f}' for t, dt in aec.moves)
+        over = ', '.join(f'{t:.2f}' for t in self._overflow_at)
+        return ((f'; input overflows at {over}' if over else '') +
+                (f'; reference late at {late}' if late else '') +
+                (f'; echo delay {lags}' if lags else '') +
+                (f'; capture timeline moved {moves}' if moves else ''))
 
 
     def _on_set_parameters(self, params):

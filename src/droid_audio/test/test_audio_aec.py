@@ -248,3 +248,35 @@ def test_the_capture_timeline_correcting_itself_is_followed(long_droid):
     assert followed > 25.0 and aec.resyncs == 0
     stuck, _ = run(walk_back=False)                      # the first stamp kept: 540 ms off
     assert stuck < 10.0
+
+
+def test_a_small_correction_of_the_capture_timeline_waits_for_a_pause(long_droid):
+    """Mid-sentence the microphone's timeline corrects itself by 4 ms (a block measured
+    earlier than ever before). Followed at once, AEC3 loses its lock and the droid's voice
+    leaks for a second (seen in the echo room); held until the droid pauses (or until the
+    corrections add up to 30 ms), the echo stays cancelled."""
+    pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
+    droid = long_droid
+    n = (len(droid) // 1280) * 1280
+    delay = int(0.04 * RATE)
+    mic = np.zeros(n)
+    mic[delay:] = 0.5 * droid[:n - delay]
+    t0 = 1000.0
+    k_move = int(4.0 * RATE) // 1280
+
+    def run(follow_ms):
+        ref = ReferenceBuffer(seconds=30)
+        ref.add(t0, droid[:n])
+        aec = EchoCanceller(ref, auto_delay=False, max_wait_s=0.0, follow_ms=follow_ms)
+        out = []
+        for k, i in enumerate(range(0, n, 1280)):
+            error = -0.004 if k >= k_move else 0.0
+            out.append(aec.process(np.clip(mic[i:i + 1280], -32768, 32767),
+                                   t0 + i / RATE + error))
+        seg = slice(k_move * 1280, k_move * 1280 + RATE // 2)
+        return erle_db(mic[seg], np.concatenate(out)[seg]), aec
+    held, aec = run(30.0)
+    assert held > 40.0 and list(aec.moves) == []
+    followed, aec = run(0.0)
+    assert len(aec.moves) == 1 and aec.moves[0][1] == pytest.approx(-0.004, abs=1e-6)
+    assert followed < held - 15.0

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
 from droid_common.activity import on_clock
@@ -41,6 +42,7 @@ class SoundDeviceOutput:
         self.latency = latency
         self.stream = None
         self.status_errors = 0
+        self.underflows: deque = deque(maxlen=8)     # clock times of the last underruns
         self.callbacks = 0
         self.last_latency = 0.0
 
@@ -53,10 +55,12 @@ class SoundDeviceOutput:
         self.stream.start()
 
     def _callback(self, outdata, frames, time_info, status) -> None:
+        now = self.clock()
         if status:
             self.status_errors += 1
+            if status.output_underflow:
+                self.underflows.append(now)
         self.callbacks += 1
-        now = self.clock()
         lat = 0.0
         try:
             dac, cur = time_info.outputBufferDacTime, time_info.currentTime

@@ -689,6 +689,9 @@ class TtsNode(Node):
         self.output.close()
         self._tap.close()
         jumps = ', '.join(f'{dt * 1000.0:+.0f} ms at {t:.2f}' for t, dt in self._tap.jumps)
+        under = ', '.join(f'{t:.2f}' for t in getattr(self.output, 'underflows', ()))
+        if under:
+            jumps += ('; ' if jumps else '') + f'output underruns at {under}'
         self.get_logger().info(f'echo reference: {self._tap.published} messages, '
                                f'{self._tap.realigned} re-alignments'
                                f'{" (" + jumps + ")" if jumps else ""}, {self._tap.dropped} '
