@@ -143,3 +143,21 @@ def test_heard_amends_the_stored_reply_whenever_it_arrives():
     mem.add_exchange([{'role': 'user', 'content': 'x'},
                       {'role': 'assistant', 'content': 'Y.'}], key=('c', 3))
     assert mem.exchanges[-1][-1]['content'] == 'Y.'                   # others untouched
+
+
+def test_the_context_sent_is_a_copy_nothing_done_to_it_changes_the_memory():
+    mem = SessionMemory('sys', token_budget=4000)
+    call = {'id': 'c1', 'type': 'function', 'function': {'name': 'lights', 'arguments': '{}'}}
+    mem.add_exchange([{'role': 'user', 'content': 'lights on'},
+                      {'role': 'assistant', 'content': None, 'tool_calls': [call]},
+                      {'role': 'tool', 'tool_call_id': 'c1', 'content': 'ok'},
+                      {'role': 'assistant', 'content': 'Done.'}])
+    pending = [{'role': 'user', 'content': 'and now?'}]
+    sent = mem.messages(pending)
+    assert sent == [{'role': 'system', 'content': 'sys'}] + mem.exchanges[0] + pending
+    sent[2]['tool_calls'][0]['function']['name'] = 'changed'
+    sent[1]['content'] = 'changed'
+    sent[-1]['content'] = 'changed'
+    again = mem.messages()
+    assert again[2]['tool_calls'][0]['function']['name'] == 'lights'
+    assert again[1]['content'] == 'lights on' and pending[0]['content'] == 'and now?'

@@ -321,6 +321,10 @@ class Activity:
                 if deadline is not None and self.now() >= deadline:
                     return False
                 step = poll
+                if deadline is not None:
+                    # no later than the deadline (on a wall clock nothing else would wake
+                    # this thread then; a simulated clock wakes it whenever it moves)
+                    step = min(step, max(0.0005, deadline - self.now()))
                 if wall_end is not None:
                     left = wall_end - time.monotonic()
                     if left <= 0:

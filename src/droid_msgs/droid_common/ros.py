@@ -222,6 +222,9 @@ def _quietly(step, *args):
     return None
 
 
+SWITCH_INTERVAL_S = 0.001
+
+
 def run(node_factory, args=None, executor_factory=None, exit_process: bool = True) -> None:
     """Create the node, spin it until Ctrl-C / launch shutdown / SIGTERM, then clean up.
 
@@ -233,6 +236,10 @@ def run(node_factory, args=None, executor_factory=None, exit_process: bool = Tru
     escalate to SIGTERM, and nothing of the node is left to clean up by then.
     """
     shutdown = Shutdown().install()
+    # A node hands work between its threads (executor -> synthesis -> audio): a woken
+    # thread waits for the GIL until the running one lets go, up to the switch interval
+    # (5 ms by default) when that one is busy in Python. 1 ms keeps hand-offs short.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     context = rclpy.get_default_context()
     node = executor = None

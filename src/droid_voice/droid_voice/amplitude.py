@@ -76,10 +76,14 @@ class DueQueue:
         self._lock = threading.Lock()
         self._pushed = threading.Event()
 
-    def push(self, due: float, event) -> None:
+    def push(self, due: float, event) -> bool:
+        """Add ``event``; True if it is now the first one due (a consumer waiting for the
+        one that was first must wake)."""
         with self._lock:
-            heapq.heappush(self._heap, (float(due), next(self._seq), event))
+            item = (float(due), next(self._seq), event)
+            heapq.heappush(self._heap, item)
             self._pushed.set()
+            return self._heap[0] is item
 
     def pop_due(self, now: float) -> list:
         out = []

@@ -227,7 +227,7 @@ class Speaker:
                 first[:n] *= np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
                 utt.chunks[0] = np.round(first).astype(np.int16)
             t = self.clock()
-            self._due.push(t, SpeakerEvent('resumed', t, utt))
+            self._push_event(t, SpeakerEvent('resumed', t, utt))
         self._audio_ready()
         return True
 
@@ -246,7 +246,7 @@ class Speaker:
         utt.kept, utt.faded = [], 0
         utt.state = PAUSED
         if event:
-            self._due.push(t, SpeakerEvent('paused', t, utt))
+            self._push_event(t, SpeakerEvent('paused', t, utt))
 
     def stop_turn(self, key: tuple, reason: str = '') -> list:
         """Stop every utterance of a turn; returns those that were audible."""
@@ -315,6 +315,12 @@ class Speaker:
         """Wake a thread sleeping in :meth:`wait_due` (shutdown)."""
         self._due.wake()
 
+    def _push_event(self, t: float, event) -> None:
+        """An event due at ``t``; one due before all the others wakes the thread waiting
+        for the first (the events publisher waits until then, it does not poll)."""
+        if self._due.push(t, event):
+            self.activity.notify()
+
     def _audio_ready(self) -> None:
         cb = self.on_audio
         if cb is not None:
@@ -362,8 +368,8 @@ class Speaker:
                     utt.state = PLAYING
                     utt.started_at = t_here
                     utt.written_at = written_t
-                    self._due.push(t_here, SpeakerEvent('started', t_here, utt))
-                    self._due.push(written_t, SpeakerEvent('written', written_t, utt))
+                    self._push_event(t_here, SpeakerEvent('started', t_here, utt))
+                    self._push_event(written_t, SpeakerEvent('written', written_t, utt))
                 block = self._take(utt, frames - pos)
                 if utt.state == PAUSING:
                     if block.size:
@@ -401,13 +407,13 @@ class Speaker:
             if had_speech or speaking_now:
                 self._speaking = True
                 for t, a in self.meter.feed(out if speaking_now else out[:pos], heard_t):
-                    self._due.push(t, SpeakerEvent('amplitude', t, amplitude=a,
+                    self._push_event(t, SpeakerEvent('amplitude', t, amplitude=a,
                                                    conversation_id=self._amp_cid))
             if self._speaking and not speaking_now:
                 for t, a in self.meter.flush():
-                    self._due.push(t, SpeakerEvent('amplitude', t, amplitude=a,
+                    self._push_event(t, SpeakerEvent('amplitude', t, amplitude=a,
                                                    conversation_id=self._amp_cid))
-                self._due.push(speech_end, SpeakerEvent('amplitude', speech_end, amplitude=0.0,
+                self._push_event(speech_end, SpeakerEvent('amplitude', speech_end, amplitude=0.0,
                                                         conversation_id=self._amp_cid))
                 self._speaking = False
         return out
@@ -438,7 +444,7 @@ class Speaker:
             utt.status = INTERRUPTED
         else:
             utt.status = FAILED
-        self._due.push(t, SpeakerEvent(kind, t, utt))
+        self._push_event(t, SpeakerEvent(kind, t, utt))
 
     # -- synthesis worker ---------------------------------------------------------------
     def _work(self) -> None:

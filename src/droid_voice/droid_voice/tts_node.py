@@ -552,12 +552,6 @@ class TtsNode(Node):
             self._goal_utts.pop(gid, None)
 
     # -- outputs ------------------------------------------------------------------------------
-    def _events_due(self) -> bool:
-        if self._stop.is_set():
-            return True
-        t = self.speaker.next_due()
-        return t is not None and t <= self._now()
-
     def _events_loop(self) -> None:
         """Publishes the speaker's events when they are due: sleeps until the next due time
         or a new event (no polling)."""
@@ -571,8 +565,11 @@ class TtsNode(Node):
                 self.get_logger().error(redact(f'event publishing failed: {exc}'))
             finally:
                 self.speaker.resolve(events)       # a Speak goal ends after its ENDED
-            # idle (droid_common.activity) until the next event is due
-            self.activity.wait(self._events_due, poll=0.003, what='speech events')
+            # idle (droid_common.activity) until the next event is due, or an earlier one
+            # is pushed (Speaker wakes this thread then): no polling
+            nd = self.speaker.next_due()
+            self.activity.wait(lambda: self._stop.is_set() or self.speaker.next_due() != nd,
+                               until=nd, poll=0.25, what='speech events')
 
     def _publish_event(self, e) -> None:
         if e.kind == 'amplitude':

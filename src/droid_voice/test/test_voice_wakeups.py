@@ -104,3 +104,39 @@ def test_mock_output_writes_at_most_one_block_ahead_of_the_clock():
     assert out.step_ahead(now) is False           # not two ahead
     assert rendered == [(10.0, 10.0), (10.02, 10.0)]
     assert out.step(10.02) == 0 and out.step(10.04) == 1
+
+
+def test_the_events_publisher_is_woken_by_an_event_due_before_the_others():
+    """The tts events thread sleeps until the first event is due (no polling); audio that
+    starts playing pushes an earlier event, which must wake it at once."""
+    from droid_common.activity import Activity
+    t = {'now': 50.0}
+    act = Activity(clock=lambda: t['now'])
+    woke = threading.Event()
+    sp = Speaker(MockBackend(words_per_minute=600), clock=lambda: t['now'], activity=act,
+                 on_audio=woke.set)
+    try:
+        sp.submit(Utterance('one two three'))
+        assert woke.wait(GENEROUS)                 # audio ready to play
+        sp.pop_due(t['now'])
+        first = sp.next_due()                      # nothing due yet
+        threading.Timer(0.05, lambda: sp.render(320, t['now'] + 0.01)).start()
+        # waits as the events thread does, with a poll far away: only a wake-up ends it
+        # before GENEROUS (the predicate is checked once more when the poll runs out)
+        import time
+        start = time.monotonic()
+        assert act.wait(lambda: sp.next_due() != first, poll=GENEROUS, wall_timeout=GENEROUS)
+        assert time.monotonic() - start < GENEROUS / 2
+        assert sp.next_due() == 50.01
+    finally:
+        sp.close()
+
+
+def test_a_wait_with_a_deadline_on_the_wall_clock_ends_at_the_deadline_not_the_poll():
+    import time
+
+    from droid_common.activity import Activity
+    act = Activity(clock=time.monotonic)
+    start = time.monotonic()
+    assert act.wait(lambda: False, until=start + 0.05, poll=GENEROUS) is False
+    assert time.monotonic() - start < GENEROUS / 2
