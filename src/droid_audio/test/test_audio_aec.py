@@ -218,17 +218,23 @@ def test_no_echo_no_reference_or_a_gap_gives_no_delay(long_droid, voices):
     assert not est.ready and est.estimate(playing) is None
 
 
+def whole_blocks_with_echo(droid, delay_s: float = 0.04):
+    """``(droid, n, mic)``: whole 80 ms blocks of the droid's voice and its echo ``delay_s``
+    later at half the level."""
+    n = (len(droid) // 1280) * 1280
+    delay = int(delay_s * RATE)
+    mic = np.zeros(n)
+    mic[delay:] = 0.5 * droid[:n - delay]
+    return droid, n, mic
+
+
 def test_the_capture_timeline_correcting_itself_is_followed(long_droid):
     """Under load the microphone's first stamps can be late by most of a second; its
     timeline then walks back to the truth, 40 ms a block. The canceller follows those
     moves back (a forward jump it ignores: a late block, not lost audio), so the echo
     stays where AEC3 finds it."""
     pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
-    droid = long_droid
-    n = (len(droid) // 1280) * 1280
-    delay = int(0.04 * RATE)
-    mic = np.zeros(n)
-    mic[delay:] = 0.5 * droid[:n - delay]
+    droid, n, mic = whole_blocks_with_echo(long_droid)
     t0 = 1000.0
 
     def run(walk_back):
@@ -256,11 +262,7 @@ def test_a_small_correction_of_the_capture_timeline_waits_for_a_pause(long_droid
     leaks for a second (seen in the echo room); held until the droid pauses (or until the
     corrections add up to 30 ms), the echo stays cancelled."""
     pytest.importorskip('livekit', reason='livekit (WebRTC audio processing) not installed')
-    droid = long_droid
-    n = (len(droid) // 1280) * 1280
-    delay = int(0.04 * RATE)
-    mic = np.zeros(n)
-    mic[delay:] = 0.5 * droid[:n - delay]
+    droid, n, mic = whole_blocks_with_echo(long_droid)
     t0 = 1000.0
     k_move = int(4.0 * RATE) // 1280
 
