@@ -31,6 +31,7 @@ from droid_common.ros import (
     WARN,
     Diagnostics,
     declare,
+    moments,
     now_sec,
     run,
     to_sec,
@@ -239,10 +240,8 @@ class MicrophoneNode(Node):
         """When the reference came late, and how the measured echo delay moved (capture
         times): what a builder needs to explain an echo that got through."""
         aec = self.aec
-        late = ', '.join(f'{t:.2f}' for t in aec.late_at)
-        lags = ', '.join(f'{lag * 1000.0:+.0f} ms at {t:.2f}' for t, lag in aec.lags)
-        moves = ', '.join(f'{dt * 1000.0:+.0f} ms at {t:.2f}' for t, dt in aec.moves)
-        over = ', '.join(f'{t:.2f}' for t in self._overflow_at)
+        late, lags, moves = moments(aec.late_at), moments(aec.lags), moments(aec.moves)
+        over = moments(self._overflow_at)
         return ((f'; input overflows at {over}' if over else '') +
                 (f'; reference late at {late}' if late else '') +
                 (f'; echo delay {lags}' if lags else '') +

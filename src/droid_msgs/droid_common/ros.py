@@ -222,6 +222,13 @@ def _quietly(step, *args):
     return None
 
 
+def moments(items) -> str:
+    """Log text of recent moments: times ``t`` -> ``'12.30, 12.85'``; ``(t, seconds)``
+    pairs -> ``'+12 ms at 12.30, -4 ms at 12.85'``."""
+    return ', '.join(f'{v[1] * 1000.0:+.0f} ms at {v[0]:.2f}' if isinstance(v, tuple)
+                     else f'{v:.2f}' for v in items)
+
+
 SWITCH_INTERVAL_S = 0.001
 
 

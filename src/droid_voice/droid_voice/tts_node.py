@@ -22,6 +22,7 @@ from droid_common.ros import (
     check_choice,
     declare,
     log_prefix,
+    moments,
     now_sec,
     run,
     to_sec,
@@ -685,8 +686,8 @@ class TtsNode(Node):
         self.speaker.wake()
         self.output.close()
         self._tap.close()
-        jumps = ', '.join(f'{dt * 1000.0:+.0f} ms at {t:.2f}' for t, dt in self._tap.jumps)
-        under = ', '.join(f'{t:.2f}' for t in getattr(self.output, 'underflows', ()))
+        jumps = moments(self._tap.jumps)
+        under = moments(getattr(self.output, 'underflows', ()))
         if under:
             jumps += ('; ' if jumps else '') + f'output underruns at {under}'
         self.get_logger().info(f'echo reference: {self._tap.published} messages, '
