@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def cpu_session(path, threads: int = 1):
-    """An onnxruntime CPU session with ``threads`` intra-op threads that sleep, not spin,
+    """An onnxruntime CPU session (``path``: a file, or a model's bytes) with ``threads`` intra-op threads that sleep, not spin,
     between runs. The droid's models (wake word, VAD, smart-turn, Piper) share two cores
     with a Whisper decode; spinning threads fight them for the cores (smart-turn on 2
     threads beside a decode: ~150 ms spinning, ~105 ms not; a Piper sentence ~245 ms
@@ -15,5 +15,6 @@ def cpu_session(path, threads: int = 1):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(str(path), sess_options=opts,
+    model = bytes(path) if isinstance(path, (bytes, bytearray)) else str(path)
+    return ort.InferenceSession(model, sess_options=opts,
                                 providers=['CPUExecutionProvider'])

@@ -229,21 +229,27 @@ def piper_session(model: str, threads: int = 2):
 
 class PiperBackend(Backend):
     """The offline neural voice: Piper, resampled to 16 kHz. A long sentence is synthesised
-    clause by clause (:func:`clauses`), so its first audio is ready sooner. ``import piper``
-    and the voice load happen on first use (or :meth:`prepare`)."""
+    clause by clause (:func:`clauses`), so its first audio is ready sooner; with
+    ``streaming`` each clause starts playing before it is all synthesised (its decoder runs
+    slice by slice, :mod:`droid_voice.piper_stream`; a voice that cannot be split keeps
+    whole clauses, said in :attr:`notes`). ``import piper`` and the voice load happen on
+    first use (or :meth:`prepare`)."""
 
     name = 'piper'
 
     def __init__(self, default_voice: str = DEFAULT_PIPER_VOICE, voice_dir: str = '',
                  length_scale: float = 0.0, clause_chars: int = 40, first_clause_chars: int = 0,
-                 threads: int = 2):
+                 threads: int = 2, streaming: bool = True):
         self.default_voice = default_voice or DEFAULT_PIPER_VOICE
         self.threads = max(1, int(threads))
         self.clause_chars = int(clause_chars)       # 0 = whole sentences
         self.first_clause_chars = int(first_clause_chars)   # 0 = as clause_chars
         self.voice_dir = voice_dir
         self.length_scale = float(length_scale) or None    # None = the voice's own
+        self.streaming = bool(streaming)
+        self.notes: dict = {}          # voice name -> how it is synthesised
         self._voices: dict = {}
+        self._split: dict = {}         # voice name -> SplitVoice (streaming)
         self._lock = threading.Lock()
 
     def load(self, name: str = ''):
@@ -256,21 +262,55 @@ class PiperBackend(Backend):
             model, config = resolve_piper_voice(name, self.voice_dir)
             try:
                 from piper import PiperVoice
-                voice = PiperVoice.load(model, config_path=config)
-                voice.session = piper_session(model, self.threads)
+                from piper.config import PiperConfig
+                with open(config, encoding='utf-8') as f:
+                    voice = PiperVoice(session=None, config=PiperConfig.from_dict(json.load(f)))
+                split = self._load_split(name, model, voice) if self.streaming else None
+                if split is None:
+                    voice.session = piper_session(model, self.threads)
+                    self.notes.setdefault(name, 'whole clauses')
             except Exception as exc:  # noqa: BLE001 - missing package, corrupt voice
                 raise ProviderError(f'Piper voice {name!r} failed to load: '
                                     f'{type(exc).__name__}: {exc}') from None
             self._voices[name] = voice
+            if split is not None:
+                self._split[name] = split
             return voice
+
+    def _load_split(self, name, model, voice):
+        from droid_voice.piper_stream import CALIBRATION, SplitError, SplitVoice
+        try:
+            split = SplitVoice(model, self.threads)
+            gain = split.calibrate([voice.phonemes_to_ids(p)
+                                    for p in voice.phonemize(CALIBRATION)], self._scales(voice))
+        except SplitError as exc:
+            self.notes[name] = f'whole clauses (not streamed: {exc})'
+            return None
+        except Exception as exc:  # noqa: BLE001 - onnxruntime refused a half
+            self.notes[name] = f'whole clauses (not streamed: {type(exc).__name__}: {exc})'
+            return None
+        self.notes[name] = f'streamed (gain {gain:.2f})'
+        return split
+
+    def _scales(self, v):
+        c = v.config
+        return [c.noise_scale, self.length_scale or c.length_scale, c.noise_w]
 
     def stream(self, text, voice=VoiceSpec(), cancel=None):
         if not text.strip():
             return
         v = self.load(voice.piper_voice)
+        split = self._split.get(voice.piper_voice or self.default_voice)
         rate = int(v.config.sample_rate)
         try:
             for part in clauses(text, self.clause_chars, self.first_clause_chars):
+                if split is not None:
+                    for phonemes in v.phonemize(part):
+                        yield from split.stream(v.phonemes_to_ids(phonemes), self._scales(v),
+                                                rate, RATE, cancel)
+                        if cancel is not None and cancel.is_set():
+                            return
+                    continue
                 for raw in v.synthesize_stream_raw(part, length_scale=self.length_scale):
                     if cancel is not None and cancel.is_set():
                         return

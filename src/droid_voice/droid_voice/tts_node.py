@@ -219,6 +219,11 @@ class TtsNode(Node):
                                                 'ready sooner; the rest is synthesised while '
                                                 'it plays (0 = as piper_clause_chars)',
                                                 min_value=0, max_value=1000, read_only=True)
+        d['piper_streaming'] = declare(self, 'piper_streaming', True, 'Piper starts playing a '
+                                       'clause before it is all synthesised (its decoder runs '
+                                       'slice by slice, the same audio, at one calibrated '
+                                       'level per voice); false = whole clauses, each '
+                                       'normalised by Piper', read_only=True)
         d['espeak_voice'] = declare(self, 'espeak_voice', 'en-us', 'espeak-ng voice when the '
                                     'persona has no offline_voice', read_only=True)
         d['espeak_rate_wpm'] = declare(self, 'espeak_rate_wpm', 175.0, 'espeak-ng rate when the '
@@ -311,15 +316,17 @@ class TtsNode(Node):
         """Piper (then espeak-ng for a sentence Piper cannot say), or espeak-ng alone when
         the Piper voice does not load. Loading happens here, once, not on the first reply."""
         piper = PiperBackend(p['piper_voice'], p['piper_voice_dir'], p['piper_length_scale'],
-                             p['piper_clause_chars'], p['piper_first_clause_chars'])
+                             p['piper_clause_chars'], p['piper_first_clause_chars'],
+                             streaming=p['piper_streaming'])
         try:
             piper.load()
         except ProviderError as exc:
             self.get_logger().warning(f'offline neural voice unavailable: {exc}; '
                                       'the offline voice is espeak-ng')
             return espeak, f'offline voice espeak-ng (Piper unavailable: {exc})'
+        note = piper.notes.get(piper.default_voice, '')
         return FirstWorking(piper, espeak), \
-            f'offline voice Piper ({p["piper_voice"]}), espeak-ng as last resort'
+            f'offline voice Piper ({p["piper_voice"]}, {note}), espeak-ng as last resort'
 
     def _make_output(self, p):
         if p['output'] == 'sounddevice':
