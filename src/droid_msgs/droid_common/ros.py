@@ -361,11 +361,30 @@ def declare(node, name: str, default, description: str, *, min_value=None, max_v
                 from_value=float(min_value), to_value=float(max_value), step=float(step or 0.0))]
     if choices:
         desc.additional_constraints = 'one of: ' + ', '.join(map(str, choices))
+    if desc.type in (ParameterType.PARAMETER_DOUBLE, ParameterType.PARAMETER_DOUBLE_ARRAY):
+        _integers_as_doubles(node, name)
     if isinstance(default, (list, tuple)) and not default:
         # An empty list has no type rclpy can infer: declare by type.
         from rclpy.parameter import Parameter
         return node.declare_parameter(name, Parameter.Type(desc.type), desc).value or []
     return node.declare_parameter(name, default, desc).value
+
+
+def _integers_as_doubles(node, name: str) -> None:
+    """A YAML file or ``-p`` that gives a whole number (``latency_ms: 30``) for a
+    floating-point parameter means that number: rclpy would refuse it with a traceback
+    and the node would not start. The override is made a double (or a double array)
+    before the parameter is declared."""
+    overrides = getattr(node, '_parameter_overrides', None)
+    if not isinstance(overrides, dict) or name not in overrides:
+        return
+    from rclpy.parameter import Parameter
+    p = overrides[name]
+    if p.type_ == Parameter.Type.INTEGER:
+        overrides[name] = Parameter(name, Parameter.Type.DOUBLE, float(p.value))
+    elif p.type_ == Parameter.Type.INTEGER_ARRAY:
+        overrides[name] = Parameter(name, Parameter.Type.DOUBLE_ARRAY,
+                                    [float(v) for v in p.value])
 
 
 def check_choice(name: str, value, choices) -> None:

@@ -624,6 +624,8 @@ def test_piper_is_the_offline_voice_without_an_elevenlabs_key(ctx, monkeypatch):
                 or 'no ELEVENLABS_API_KEY' in s.message]
         assert any('no ELEVENLABS_API_KEY' in s.message and 'Piper' in s.message
                    for s in warn)
+        # and how Piper speaks: streamed (cut at its decoder), at its calibrated level
+        assert any('streamed (gain' in s.message for s in warn), [s.message for s in warn]
     finally:
         rig.close()
 
