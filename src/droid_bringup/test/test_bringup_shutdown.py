@@ -92,9 +92,15 @@ class Probe:
             try:
                 assert client.wait_for_service(timeout_sec=max(1.0, deadline -
                                                                time.monotonic())), name
-                future = client.call_async(ListParameters.Request(depth=1))
-                assert self.spin_until(future.done, max(1.0, deadline - time.monotonic())), \
-                    f'{name} does not spin\n{launch.output()[-3000:]}'
+                # Asked again every 5 s: a reply sent before the service's reply channel
+                # has matched this client (a slow discovery on a busy machine) is lost, and
+                # waiting for it would call a spinning node stuck.
+                while True:
+                    future = client.call_async(ListParameters.Request(depth=1))
+                    left = deadline - time.monotonic()
+                    if self.spin_until(future.done, max(1.0, min(5.0, left))) or left <= 5.0:
+                        break
+                assert future.done(), f'{name} does not spin\n{launch.output()[-3000:]}'
             finally:
                 self.node.destroy_client(client)
         for topic in (names.SPEECH_EVENT, names.REPLY, names.WAKE_WORD, names.MUSIC_STATE):
