@@ -13,10 +13,11 @@ sentence), and the rest is decoded while it plays.
 
 Two differences from Piper's own path, both deliberate: the audio is resampled slice by
 slice on a grid aligned with the whole signal (the same samples as resampling the
-sentence at once), and it is scaled by one gain per voice (``target_peak`` over the peak
-of the loudest of a few calibration sentences, then clipped) instead of Piper's per-sentence peak
-normalisation, which cannot be known before the sentence ends (and made short replies
-such as "Oops!" as loud as the loudest sentence).
+sentence at once; ``droid_audio.framing.StreamResampler`` would join the slices seamlessly
+too, but with its own filter and delay), and it is scaled by one gain per voice
+(``target_peak`` over the loudest peak of a few calibration sentences, then clipped)
+instead of Piper's per-sentence peak normalisation, which cannot be known before the
+sentence ends (and made short replies such as "Oops!" as loud as the loudest sentence).
 
 Plain Python (no rclpy): ``onnx`` and ``onnxruntime`` are imported on first use. A voice
 that cannot be split (another architecture, a multi-speaker voice whose decoder needs the

@@ -283,11 +283,9 @@ class PiperBackend(Backend):
             split = SplitVoice(model, self.threads)
             gain = split.calibrate([voice.phonemes_to_ids(p)
                                     for p in voice.phonemize(CALIBRATION)], self._scales(voice))
-        except SplitError as exc:
-            self.notes[name] = f'whole clauses (not streamed: {exc})'
-            return None
-        except Exception as exc:  # noqa: BLE001 - onnxruntime refused a half
-            self.notes[name] = f'whole clauses (not streamed: {type(exc).__name__}: {exc})'
+        except Exception as exc:  # noqa: BLE001 - SplitError, or onnxruntime refused a half
+            why = exc if isinstance(exc, SplitError) else f'{type(exc).__name__}: {exc}'
+            self.notes[name] = f'whole clauses (not streamed: {why})'
             return None
         self.notes[name] = f'streamed (gain {gain:.2f})'
         return split
