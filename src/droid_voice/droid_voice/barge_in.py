@@ -37,8 +37,9 @@ class BargeInConfig:
 
 
 class BargeInArbiter:
-    """Feed it the user's voice activity, transcriptions and a periodic tick (all times in
-    node-clock seconds); it answers with ``PAUSE`` / ``STOP`` / ``RESUME`` / ``None``."""
+    """Feed it the user's voice activity, transcriptions and a periodic tick while
+    :attr:`needs_tick` (all times in node-clock seconds); it answers with ``PAUSE`` /
+    ``STOP`` / ``RESUME`` / ``None``."""
 
     def __init__(self, config: BargeInConfig | None = None):
         self.cfg = config or BargeInConfig()
@@ -51,6 +52,12 @@ class BargeInArbiter:
     @property
     def paused(self) -> bool:
         return self.paused_at is not None
+
+    @property
+    def needs_tick(self) -> bool:
+        """Whether :meth:`tick` can decide anything now (only while paused): a node may
+        stop ticking otherwise."""
+        return self.paused
 
     def voice(self, speaking: bool, t: float, droid_speaking: bool) -> str | None:
         if not speaking:

@@ -129,7 +129,11 @@ class TtsNode(Node):
                                  SENSOR_QOS, callback_group=barge)
         self.create_subscription(Transcription, names.TRANSCRIPTION, self._on_transcription,
                                  RELIABLE_QOS, callback_group=barge)
-        self.create_timer(0.02, self._barge_in_tick, callback_group=barge)
+        # The arbiter needs its tick only while a barge-in is pending (speech paused): the
+        # timer is armed then and cancelled otherwise, so an idle droid is not woken 50
+        # times a second (each wake of this node's executor costs ~1 ms of Python).
+        self._barge_timer = self.create_timer(0.02, self._barge_in_tick, callback_group=barge)
+        self._barge_timer.cancel()
         self._action = ActionServer(self, Speak, names.SPEAK, execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=self._on_cancel,
@@ -462,11 +466,13 @@ class TtsNode(Node):
             stamp and cur.started_at is not None and stamp < cur.started_at)  # voice from
         with self._arbiter_lock:                        # before this sentence was heard
             action = self._arbiter.voice(msg.speaking, self._now(), droid)
+            self._arm_barge_timer()
         self._apply_barge_in(action, 'voice activity', stamp)
 
     def _transcription(self, msg: Transcription) -> None:
         with self._arbiter_lock:
             action = self._arbiter.transcription(msg.text, self._now())
+            self._arm_barge_timer()
         self._apply_barge_in(action, f'words: "{msg.text[:40]}"', to_sec(msg.header.stamp))
 
     def _barge_in_timer(self) -> None:
@@ -474,7 +480,16 @@ class TtsNode(Node):
             if self._arbiter.paused and self.speaker.paused() is None:
                 self._arbiter.reset()      # the paused sentence ended another way
             action = self._arbiter.tick(self._now())
+            self._arm_barge_timer()
         self._apply_barge_in(action, 'voice went on')
+
+    def _arm_barge_timer(self) -> None:
+        """Tick the arbiter while it waits for something (call with _arbiter_lock)."""
+        if self._arbiter.needs_tick:
+            if self._barge_timer.is_canceled():
+                self._barge_timer.reset()
+        elif not self._barge_timer.is_canceled():
+            self._barge_timer.cancel()
 
     def _apply_barge_in(self, action, reason: str, input_stamp: float = 0.0) -> None:
         if action is None:

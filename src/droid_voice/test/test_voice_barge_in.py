@@ -40,3 +40,31 @@ def test_no_resume_while_the_voice_goes_on_and_long_speech_confirms():
 def test_voice_while_the_droid_is_silent_does_nothing_and_immediate_mode_stops():
     assert arbiter().voice(True, 0.0, droid_speaking=False) is None
     assert arbiter(mode='immediate').voice(True, 0.0, droid_speaking=True) == STOP
+
+
+def test_ticks_matter_only_while_paused():
+    """A node ticks the arbiter only while ``needs_tick``: at any other time a tick must
+    decide nothing and change nothing, whatever came before."""
+    import random
+    rng = random.Random(7)
+    for mode in ('confirm', 'immediate'):
+        a = arbiter(mode=mode, resume_s=0.3, confirm_speech_s=0.5)
+        t, seen_paused = 0.0, False
+        for _ in range(3000):
+            t += rng.choice((0.01, 0.05, 0.2))
+            kind = rng.random()
+            if kind < 0.4:
+                a.voice(rng.random() < 0.5, t, droid_speaking=rng.random() < 0.7)
+            elif kind < 0.55:
+                a.transcription(rng.choice(('uh-huh', 'stop', 'what time is it')), t)
+            elif kind < 0.6:
+                a.reset()
+            assert a.needs_tick == a.paused
+            seen_paused |= a.paused
+            if not a.needs_tick:
+                before = dict(vars(a), stats=dict(a.stats))
+                assert a.tick(t) is None
+                assert dict(vars(a), stats=dict(a.stats)) == before
+            else:
+                a.tick(t)
+        assert seen_paused == (mode == 'confirm')

@@ -655,3 +655,41 @@ def test_new_speech_is_handed_to_the_mock_speaker_without_waiting_for_its_block(
         assert max(ahead) > 0.0
     finally:
         rig.close()
+
+
+def test_the_barge_in_tick_runs_only_while_speech_is_paused(ctx):
+    """An idle tts is not woken by its barge-in timer; a pause arms it (the resume needs
+    it) and the resume disarms it again."""
+    node = tts_node(ctx, words_per_minute=60.0, barge_in_resume_ms=300.0)
+    ticks = []
+    tick = node._arbiter.tick
+    node._arbiter.tick = lambda t: ticks.append(t) or tick(t)
+    rig = Rig(ctx, node)
+    try:
+        ev = rig.collect(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        reply = rig.pub(ReplySentence, names.REPLY, RELIABLE_QOS)
+        va = rig.pub(VoiceActivity, names.VOICE_ACTIVITY, SENSOR_QOS)
+        assert rig.wait_for(lambda: reply.get_subscription_count() > 0 and
+                            va.get_subscription_count() > 0)
+        time.sleep(0.5)
+        assert ticks == [] and node._barge_timer.is_canceled()      # idle: never woken
+        reply.publish(sentence(rig, 'p', 1, 0, 'one two three four five six seven eight'))
+        assert rig.wait_for(lambda: S in [m.event for m in ev], 20)
+        time.sleep(0.2)
+
+        def voice(on):
+            m = VoiceActivity(conversation_id='p', speaking=on, probability=0.9,
+                              during_droid_speech=True)
+            m.header.stamp = to_time_msg(rig.now())
+            va.publish(m)
+        voice(True)
+        assert rig.wait_for(lambda: SpeechEvent.PAUSED in [m.event for m in ev])
+        assert rig.wait_for(lambda: len(ticks) >= 3)                # armed while paused
+        voice(False)
+        assert rig.wait_for(lambda: SpeechEvent.RESUMED in [m.event for m in ev])
+        assert rig.wait_for(lambda: node._barge_timer.is_canceled())
+        n = len(ticks)
+        time.sleep(0.3)
+        assert len(ticks) == n                                      # disarmed again
+    finally:
+        rig.close()
