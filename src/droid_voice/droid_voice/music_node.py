@@ -91,7 +91,12 @@ class MusicNode(Node):
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
                                     cancel_callback=lambda gh: CancelResponse.ACCEPT,
                                     callback_group=ReentrantCallbackGroup())
-        self.create_timer(1.0 / p['ramp_state_rate_hz'], self._tick, callback_group=topics)
+        # The timer runs only while it has something to do (a track playing or paused, a
+        # device still open, the volume ramping): any change arms it, _tick disarms it, so a
+        # silent droid's music node is not woken ramp_state_rate_hz times a second.
+        self._tick_lock = threading.Lock()
+        self._tick_timer = self.create_timer(1.0 / p['ramp_state_rate_hz'], self._tick,
+                                             callback_group=topics)
         self._publish_state(force=True)
         self.get_logger().info(f'music ready: library {p["library_dir"] or "(none)"}, output '
                                f'{p["output"]}, duck to {p["duck_level"]:.2f} in '
@@ -222,6 +227,7 @@ class MusicNode(Node):
             self._end_error[self._token] = error
             self._played_at_end[self._token] = played
             self._token += 1
+        self._arm_tick()             # the device is released by the tick
         self.activity.notify()
 
     def _execute(self, goal_handle):
@@ -341,8 +347,10 @@ class MusicNode(Node):
         m.header.stamp = to_time_msg(t)
         return m
 
-    def _publish_state(self, force: bool = False) -> None:
-        t = self._now()
+    def _publish_state(self, force: bool = False, t: float | None = None) -> None:
+        if force:
+            self._arm_tick()
+        t = self._now() if t is None else t
         snap = self.player.snapshot(t)
         # Any change of the effective volume (a ramp, its end) is published at once (at
         # most at the timer rate, ramp_state_rate_hz); position at state_rate_hz.
@@ -355,7 +363,8 @@ class MusicNode(Node):
             self._last_pub, self._last_pub_t = key, t
 
     def _tick(self) -> None:
-        self._publish_state()
+        t = self._now()
+        self._publish_state(t=t)
         with self._lock:
             stale_output = self._output is not None and self.player.reader is None
             old = self._output if stale_output else None
@@ -363,6 +372,17 @@ class MusicNode(Node):
                 self._output = None
         if old is not None:          # the track ended: release the device
             old.close()
+        with self._tick_lock:        # nothing left to do: sleep until the next change
+            with self._lock:
+                busy = self.player.state in (PLAYING, PAUSED) or self._output is not None
+            if not busy and not self.player.duck.ramping(t):
+                self._tick_timer.cancel()
+
+    def _arm_tick(self) -> None:
+        """Something changed: tick until it has settled (any thread)."""
+        with self._tick_lock:
+            if self._tick_timer.is_canceled():
+                self._tick_timer.reset()
 
     def close(self) -> None:
         with self._lock:

@@ -693,3 +693,31 @@ def test_the_barge_in_tick_runs_only_while_speech_is_paused(ctx):
         assert len(ticks) == n                                      # disarmed again
     finally:
         rig.close()
+
+
+def test_the_music_timer_sleeps_while_nothing_changes(ctx):
+    """No track, no ramp: the state timer is off. Speech starts a duck ramp with no music
+    playing (the effective volume still ramps, and is published); the timer runs until
+    the ramp's last value is out, then sleeps again."""
+    node = music_node(ctx, volume=0.8, duck_level=0.25, duck_ramp_ms=200.0,
+                      unduck_delay_ms=0.0, unduck_ramp_ms=200.0, demo_library=False)
+    rig = Rig(ctx, node)
+    try:
+        states = rig.collect(MusicState, names.MUSIC_STATE, LATCHED_SUB_QOS)
+        speech = rig.pub(SpeechEvent, names.SPEECH_EVENT, RELIABLE_QOS)
+        assert rig.wait_for(lambda: speech.get_subscription_count() > 0 and states)
+        assert rig.wait_for(node._tick_timer.is_canceled)
+        n = len(states)
+        time.sleep(0.3)
+        assert len(states) == n                    # nothing new while nothing changes
+        m = SpeechEvent(event=SpeechEvent.STARTED, conversation_id='c')
+        m.header.stamp = to_time_msg(rig.now())
+        speech.publish(m)
+        assert rig.wait_for(lambda: not node._tick_timer.is_canceled() or
+                            (states[-1].ducked and len(states) > n + 2))
+        assert rig.wait_for(lambda: states[-1].ducked and
+                            states[-1].effective_volume == pytest.approx(0.2, abs=1e-3))
+        assert any(0.21 < s.effective_volume < 0.79 for s in states[n:])   # the ramp
+        assert rig.wait_for(node._tick_timer.is_canceled)                  # settled: off
+    finally:
+        rig.close()
