@@ -177,7 +177,7 @@ class TtsNode(Node):
         d['blocksize'] = declare(self, 'blocksize', 160, 'Output block [samples at 16 kHz]; '
                                  'small blocks make barge-in faster', min_value=0, max_value=4096,
                                  read_only=True)
-        d['latency_ms'] = declare(self, 'latency_ms', 60.0, 'Requested output latency [ms] '
+        d['latency_ms'] = declare(self, 'latency_ms', 40.0, 'Requested output latency [ms] '
                                   '(device buffer; part of the barge-in stop time)',
                                   min_value=5.0, max_value=1000.0, read_only=True)
         d['model_id'] = declare(self, 'model_id', DEFAULT_ELEVENLABS_MODEL,
