@@ -178,7 +178,8 @@ class TtsNode(Node):
                                  'small blocks make barge-in faster', min_value=0, max_value=4096,
                                  read_only=True)
         d['latency_ms'] = declare(self, 'latency_ms', 40.0, 'Requested output latency [ms] '
-                                  '(device buffer; part of the barge-in stop time)',
+                                  '(device buffer; part of the barge-in stop time and of every '
+                                  "reply's latency; raise it if tts logs output underruns)",
                                   min_value=5.0, max_value=1000.0, read_only=True)
         d['model_id'] = declare(self, 'model_id', DEFAULT_ELEVENLABS_MODEL,
                                 'ElevenLabs model id', read_only=True)
