@@ -67,6 +67,7 @@ class Harness(Node):
         cb = ReentrantCallbackGroup()
         self.lock = threading.Lock()
         self.closing = False
+        self._latched: dict = {}           # topic -> messages of its kept subscription
         self.replies, self.sentiments, self.eyes, self.traces = [], [], [], []
         self.music_goals, self.music_control, self.statuses, self.diags = [], [], {}, []
         self.transcription_pub = self.create_publisher(Transcription, names.TRANSCRIPTION,
@@ -154,12 +155,17 @@ class Harness(Node):
         return [r for r in self.reply(cid, uid) if r.is_final]
 
     def latched(self, msg_type, topic, timeout=5.0):
-        got = []
-        sub = self.create_subscription(msg_type, topic, got.append, LATCHED_SUB_QOS)
-        try:
-            wait_until(lambda: got, timeout)
-        finally:
-            self.destroy_subscription(sub)
+        """The topic's current message: the latest one of a subscription made on the first
+        call and kept (a transient-local one gets the latched message first). Not made and
+        destroyed per call: destroying a subscription while the executor builds its wait
+        set can kill the executor's thread (rclpy 7 enters the subscription's QoS event
+        handler after its destruction began: InvalidHandle), and every later test starves."""
+        with self.lock:
+            got = self._latched.get(topic)
+            if got is None:
+                got = self._latched[topic] = []
+                self.create_subscription(msg_type, topic, got.append, LATCHED_SUB_QOS)
+        wait_until(lambda: got, timeout)
         return got[-1] if got else None
 
     def call(self, client, request, timeout=10.0):

@@ -123,10 +123,16 @@ class Shutdown:
                 break
             try:
                 executor.spin_once(timeout_sec=timeout)
-            except SHUTDOWN_RACES:
+            except SHUTDOWN_RACES as exc:
                 if self.requested.is_set() or not context.ok():
                     self.request(self.reason or 'context shut down')
                     break
+                if isinstance(exc, InvalidHandle):
+                    # An entity destroyed by another thread (the web bridge dropping a
+                    # browser's subscription) while the executor built its wait set:
+                    # rclpy 7 enters its QoS event handler anyway and raises. The next
+                    # spin_once builds the wait set without it; nothing was taken.
+                    continue
                 raise
 
     def _watch_signals(self, node) -> bool:
