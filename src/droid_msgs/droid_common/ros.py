@@ -128,10 +128,12 @@ class Shutdown:
                     self.request(self.reason or 'context shut down')
                     break
                 if isinstance(exc, InvalidHandle):
-                    # An entity destroyed by another thread (the web bridge dropping a
-                    # browser's subscription) while the executor built its wait set:
-                    # rclpy 7 enters its QoS event handler anyway and raises. The next
-                    # spin_once builds the wait set without it; nothing was taken.
+                    # An entity destroyed by a thread other than the executor's while
+                    # the executor built its wait set: rclpy 7 enters its QoS event
+                    # handler anyway and raises. The next spin_once builds the wait set
+                    # without it; nothing was taken. (The nodes touch ROS objects on the
+                    # executor thread, the web bridge through a queue; this is for a node
+                    # or a test that does not.)
                     continue
                 raise
 

@@ -1,8 +1,8 @@
 """droid_common.ros.Shutdown.spin keeps a node spinning when another thread destroys one of
 its entities while the executor builds its wait set (needs ROS 2). rclpy 7 then enters the
 destroyed subscription's QoS event handler and raises InvalidHandle out of spin_once; seen
-killing a test's executor beside stress-ng (the web bridge drops a browser's subscription
-the same way, from its websocket thread)."""
+killing a test's executor beside stress-ng (test_brain_ros's harness destroyed a
+subscription per call from the test thread)."""
 
 import threading
 import time
