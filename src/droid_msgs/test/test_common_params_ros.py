@@ -6,18 +6,14 @@ import pytest
 rclpy = pytest.importorskip('rclpy')
 
 from droid_common.ros import declare  # noqa: E402
-from droid_common.testing import free_domain  # noqa: E402
 from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 
 @pytest.fixture
-def context():
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=free_domain())
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
+def context(ros_context):
+    return ros_context
 
 
 def node_with(context, **overrides):

@@ -17,15 +17,11 @@ from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noq
 from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from droid_common.testing import free_domain  # noqa: E402
 
 
 @pytest.fixture
-def ctx():
-    context = rclpy.context.Context()
-    rclpy.init(context=context, domain_id=free_domain())
-    yield context
-    rclpy.try_shutdown(context=context)
+def ctx(ros_context):
+    return ros_context
 
 
 def spin_in_thread(shutdown, executor, context, node):
