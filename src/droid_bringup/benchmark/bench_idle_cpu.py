@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +31,7 @@ import psutil
 import yaml
 
 from droid_audio.realspeech import tiny_en_model
-from droid_common.testing import PulseAudioServer, ros_test_env
+from droid_common.testing import Process, PulseAudioServer, ros_test_env
 
 TARGET_LISTENING_PCT = 10.0
 
@@ -54,7 +52,7 @@ def executable(proc: psutil.Process) -> str:
 
 def measure(launch_pid: int, seconds: float) -> dict:
     """% of one core per executable over ``seconds`` (the launch's children)."""
-    procs = [p for p in psutil.Process(launch_pid).children(recursive=True)]
+    procs = psutil.Process(launch_pid).children(recursive=True)
     before = {}
     for p in procs:
         try:
@@ -102,27 +100,11 @@ class Silence:
 
 
 def run(cmd, env, settle: float, seconds: float) -> dict:
-    log = tempfile.NamedTemporaryFile('w+b', suffix='.log', delete=False)
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
+    with Process(cmd, env=env) as launch:
         time.sleep(settle)
-        if proc.poll() is not None:
-            log.seek(0)
-            sys.exit('bench_idle_cpu: the droid exited:\n' + log.read().decode()[-3000:])
-        return measure(proc.pid, seconds)
-    finally:
-        for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        log.close()
-        os.unlink(log.name)
+        if launch.proc.poll() is not None:
+            sys.exit('bench_idle_cpu: the droid exited:\n' + launch.output()[-3000:])
+        return measure(launch.proc.pid, seconds)
 
 
 def main() -> int:
